@@ -1,0 +1,219 @@
+#!/usr/bin/env python
+"""Check the docs site as a reader sees it, without Quarto (which cannot be installed here).
+
+1. `nbdev_proc_nbs` processes the notebooks as `nbdev_docs` would (hidden cells gone, `show_doc` added and run).
+2. Each processed page is rendered to HTML with nbconvert, Quarto's cell options applied (`echo`, `output`).
+3. Headless Chromium (Playwright driving Debian's `chromium`) opens each page and checks: it loads without script
+   errors; no cell shows an error or a traceback; every figure and every jshtml animation of the notebook is on the
+   page, drawn (and an animation steps to a new frame); math is typeset (MathJax served from a local package);
+   every exported function and class has its `show_doc` with a source link; the page is under the size budget.
+4. The sidebar lists the index first, then every numbered notebook in reading order.
+Screenshots and the HTML go to `_ci_artifacts/docs/` (not committed). Exit status 1 on any problem.
+
+Run from the repository root: `python .ci/check_docs.py` (`--no-proc` reuses an existing `_proc/`).
+"""
+from __future__ import annotations
+import argparse, importlib, json, re, shutil, subprocess, sys, time
+from pathlib import Path
+
+import nbformat
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGE_BUDGET = 2_500_000  # bytes of HTML per page (figures are embedded as base64)
+IMG_MIMES = ('image/png', 'image/jpeg', 'image/svg+xml', 'image/gif')
+DIRECTIVE = re.compile(r'^\s*#\s*\|\s*(.*)$')
+
+
+def directives(src: str) -> dict[str, str]:
+    out = {}
+    for line in src.splitlines():
+        m = DIRECTIVE.match(line)
+        if not m:
+            if line.strip(): break
+            continue
+        body = m.group(1).strip()
+        k, v = body.split(':', 1) if ':' in body else ((body.split() or [''])[0], '')
+        out[k.strip()] = v.strip()
+    return out
+
+
+def is_anim(out) -> bool:
+    html = out.get('data', {}).get('text/html', '')
+    html = html if isinstance(html, str) else ''.join(html)
+    return 'anim-controls' in html or '_anim_img' in html
+
+
+def prepare(nb_path: Path) -> tuple[nbformat.NotebookNode, dict]:
+    "Apply Quarto's cell options to a processed notebook; return it and what the page must show."
+    nb = nbformat.read(nb_path, as_version=4)
+    expect = dict(images=0, anims=0, math=False, show_docs=[], errors=[], title=nb_path.stem)
+    cells = []
+    for cell in nb.cells:
+        if cell.cell_type == 'raw' and cell.source.startswith('---'):
+            fm = yaml.safe_load(cell.source.strip().strip('-')) or {}
+            expect['title'] = fm.get('title', nb_path.stem)
+            md = f"# {fm.get('title', nb_path.stem)}\n\n" + (f"*{fm['description']}*" if fm.get('description') else '')
+            cells.append(nbformat.v4.new_markdown_cell(md))
+            continue
+        if cell.cell_type == 'markdown':
+            if '$' in cell.source: expect['math'] = True
+            cells.append(cell)
+            continue
+        if cell.cell_type != 'code':
+            continue
+        d = directives(cell.source)
+        if d.get('include') == 'false' or 'hide' in d: continue
+        if d.get('output') == 'false': cell.outputs = []
+        if d.get('echo') == 'false': cell.metadata['transient'] = {'remove_source': True}
+        cell.source = '\n'.join(l for l in cell.source.splitlines() if not DIRECTIVE.match(l))
+        for out in cell.get('outputs', []):
+            if out.output_type == 'error':
+                expect['errors'].append(f"{out.ename}: {out.evalue}")
+            if out.output_type == 'stream' and 'Traceback (most recent call last)' in out.text:
+                expect['errors'].append(out.text[-200:])
+            data = out.get('data', {})
+            if any(m in data for m in IMG_MIMES): expect['images'] += 1
+            if is_anim(out): expect['anims'] += 1
+            md = data.get('text/markdown', '')
+            for name in re.findall(r'^#{2,4} (\S+)\s*$', md, flags=re.M):
+                expect['show_docs'].append((name, '[source](' in md))
+        cells.append(cell)
+    nb.cells = cells
+    nb.metadata['language_info'] = {'name': 'python'}
+    return nb, expect
+
+
+def exported_symbols(src_nb: Path) -> tuple[str | None, list[str]]:
+    "The module a notebook exports to, and the functions and classes in its `__all__`."
+    nb = nbformat.read(src_nb, as_version=4)
+    mod = None
+    for c in nb.cells:
+        m = re.search(r'^#\s*\|\s*default_exp\s+(\S+)', c.source, flags=re.M)
+        if c.cell_type == 'code' and m: mod = m.group(1); break
+    if mod is None: return None, []
+    m = importlib.import_module(f'transfusion_nb.{mod}')
+    names = [n for n in getattr(m, '__all__', []) if callable(getattr(m, n, None)) and not n.startswith('_')]
+    return mod, names
+
+
+def check_sidebar(problems: list[str]) -> None:
+    side = yaml.safe_load((ROOT / 'nbs/sidebar.yml').read_text())
+    contents = side['website']['sidebar']['contents']
+    flat = []
+    for item in contents:
+        if isinstance(item, str): flat.append(item)
+        else: flat += item.get('contents', [])
+    nbs = sorted(p.name for p in (ROOT / 'nbs').glob('[0-9]*.ipynb'))
+    want = ['index.ipynb'] + nbs
+    if flat != want: problems.append(f'sidebar.yml lists {flat}, expected the index then the notebooks in order: {want}')
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--no-proc', action='store_true', help='reuse _proc/ instead of running nbdev_proc_nbs')
+    ap.add_argument('--out', default='_ci_artifacts/docs', help='where screenshots and HTML go')
+    ap.add_argument('pages', nargs='*', help='only these notebooks (file names), default all')
+    args = ap.parse_args()
+    out_dir = ROOT / args.out
+    out_dir.mkdir(parents=True, exist_ok=True)
+    problems: list[str] = []
+    check_sidebar(problems)
+
+    if not args.no_proc:
+        t = time.time()
+        r = subprocess.run(['nbdev_proc_nbs'], cwd=ROOT, capture_output=True, text=True)
+        if r.returncode != 0:
+            print(r.stdout[-3000:], r.stderr[-3000:])
+            print('docs check: nbdev_proc_nbs failed'); return 1
+        print(f'nbdev_proc_nbs: {time.time() - t:.0f} s')
+    proc = ROOT / '_proc'
+    pages = sorted(p for p in proc.glob('*.ipynb') if not p.name.startswith('_'))
+    if args.pages: pages = [p for p in pages if p.name in args.pages]
+    if not pages: print('docs check: no processed notebooks found'); return 1
+
+    from nbconvert import HTMLExporter
+    import jupyter_server_mathjax
+    mathjax = Path(jupyter_server_mathjax.__file__).parent / 'static/MathJax.js'
+    exporter = HTMLExporter(template_name='lab', mathjax_url=mathjax.as_uri() + '?config=TeX-AMS-MML_HTMLorMML-full')
+
+    rendered = []
+    for p in pages:
+        nb, expect = prepare(p)
+        html, _ = exporter.from_notebook_node(nb)
+        f = out_dir / (p.stem + '.html')
+        f.write_text(html, encoding='utf-8')
+        mod, names = exported_symbols(ROOT / 'nbs' / p.name)
+        expect['module'], expect['exports'] = mod, names
+        rendered.append((p.name, f, expect))
+
+    from playwright.sync_api import sync_playwright
+    browser_path = shutil.which('chromium') or shutil.which('chromium-browser')
+    if browser_path is None:
+        print('docs check: Debian chromium is not installed (apt-get install -y chromium)'); return 1
+    rows = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=browser_path, args=[
+            '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+            '--no-first-run', '--disable-sync', '--allow-file-access-from-files'])
+        for name, f, expect in rendered:
+            page = browser.new_page(viewport={'width': 1100, 'height': 900})
+            js_errors = []
+            page.on('pageerror', lambda e: js_errors.append(str(e)))
+            bad = []
+            try:
+                page.goto(f.as_uri(), wait_until='load', timeout=60_000)
+            except Exception as e:
+                problems.append(f'{name}: page did not load: {e}'); page.close(); continue
+            if expect['math']:
+                try: page.wait_for_function("document.querySelectorAll('.MathJax, .MathJax_Display, mjx-container').length > 0", timeout=30_000)
+                except Exception: bad.append('math is not typeset (no MathJax output on the page)')
+            imgs = page.evaluate("""() => Array.from(document.querySelectorAll('.jp-OutputArea-output img, .jp-OutputArea-output svg'))
+                .filter(i => !(i.id || '').startsWith('_anim_img'))
+                .map(i => i.tagName === 'svg' ? 1 : (i.complete ? i.naturalWidth : 0))""")
+            drawn = sum(1 for w in imgs if w > 0)
+            if drawn < expect['images']: bad.append(f"{expect['images']} figures in the notebook, {drawn} drawn on the page")
+            anims = page.evaluate("() => Array.from(document.querySelectorAll('img[id^=_anim_img]')).map(i => i.naturalWidth)")
+            if len(anims) != expect['anims'] or any(w == 0 for w in anims):
+                bad.append(f"{expect['anims']} animations in the notebook, {len(anims)} on the page, {sum(w > 0 for w in anims)} drawn")
+            elif anims:
+                moved = page.evaluate("""() => Array.from(document.querySelectorAll('img[id^=_anim_img]')).map(img => {
+                    const before = img.src;
+                    const ctl = img.closest('.animation').querySelector('button[onclick*="next_frame"]');
+                    if (!ctl) return false; ctl.click(); return img.src !== before; })""")
+                if not all(moved): bad.append('an animation does not step to a new frame')
+            text = page.inner_text('body')
+            if 'Traceback (most recent call last)' in text: bad.append('a traceback is shown on the page')
+            err_nodes = page.evaluate("""() => Array.from(document.querySelectorAll('[data-mime-type="application/vnd.jupyter.stderr"]'))
+                .map(e => e.innerText).filter(t => /(Error|Exception)\\b/.test(t) && !/Warning/.test(t))""")
+            bad += [f'error output: {t[:120]!r}' for t in err_nodes]
+            bad += [f'error output in the notebook: {e[:120]}' for e in expect['errors']]
+            headings = set(page.evaluate("() => Array.from(document.querySelectorAll('h2, h3, h4')).map(h => h.innerText.replace(/[¶#]/g, '').trim())"))
+            documented = {n for n, _ in expect['show_docs']}
+            missing = [n for n in expect['exports'] if n not in documented or n not in headings]
+            if missing: bad.append(f"exported but no show_doc on the page: {missing}")
+            no_src = [n for n, has in expect['show_docs'] if not has and n in expect['exports']]
+            if no_src: bad.append(f'show_doc without a source link: {no_src}')
+            size = f.stat().st_size
+            if size > PAGE_BUDGET: bad.append(f'page is {size / 1e6:.1f} MB, budget {PAGE_BUDGET / 1e6:.1f} MB')
+            bad += [f'script error: {e[:200]}' for e in js_errors]
+            page.screenshot(path=str(out_dir / (Path(name).stem + '.png')), full_page=True)
+            page.close()
+            rows.append((name, drawn, expect['images'], len(anims), len(expect['exports']), size, 'ok' if not bad else 'FAIL'))
+            problems += [f'{name}: {b}' for b in bad]
+        browser.close()
+
+    print(f"\n{'page':32} {'figures':>9} {'anims':>6} {'exports':>8} {'size':>9}  result")
+    for name, drawn, want, na, ne, size, res in rows:
+        print(f'{name:32} {drawn:>4}/{want:<4} {na:>6} {ne:>8} {size / 1e3:>7.0f}kB  {res}')
+    print(f'\nscreenshots and HTML: {args.out}/')
+    if problems:
+        print('\nDOCS CHECK FAILED:')
+        for p in problems: print(' -', p)
+        return 1
+    print(f'docs check passed: {len(rows)} pages')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
