@@ -15,9 +15,9 @@ from .utils import exists, default, new_fig
 
 # %% auto #0
 __all__ = ['Layout', 'parse_layout', 'check_modality_positions', 'modality_positions_tensor', 'batch_layouts', 'modality_ids',
-           'modality_types', 'is_modality_token', 'modality_type_masks', 'attn_mask_loop', 'dense_attn_mask',
-           'plot_attn_mask', 'transfusion_mask_mod', 'transfusion_block_mask', 'block_map', 'block_density',
-           'plot_block_map', 'rotary_positions', 'plot_rotary_positions', 'plot_layout']
+           'modality_types', 'is_modality_token', 'modality_type_masks', 'attn_mask_loop', 'kv_limits',
+           'dense_attn_mask', 'plot_attn_mask', 'transfusion_mask_mod', 'transfusion_block_mask', 'block_map',
+           'block_density', 'plot_block_map', 'rotary_positions', 'plot_rotary_positions', 'plot_layout']
 
 # %% ../nbs/03_attention_masks.ipynb #17bd605c
 # einops letters: b batch, n tokens, i query positions, j key positions, h heads, e head width,
@@ -212,6 +212,19 @@ def attn_mask_loop(
     return mask
 
 # %% ../nbs/03_attention_masks.ipynb #09512d23
+def kv_limits(
+    modality_positions: Tensor,  # (b, m, 3) = (type, offset, length)
+    n: int,  # padded sequence length
+    seq_lens: Tensor | Sequence[int] | None = None,  # (b,) real lengths; None = all n
+    validate: bool = True,  # check the spans first (a few small ops; skip in a hot loop once validated)
+) -> Tensor:
+    "Per query, how many keys it may attend (always a prefix `0 .. limit - 1`): `(b, n)` long."
+    lens = check_modality_positions(modality_positions, n, seq_lens) if validate else _lens(seq_lens, modality_positions.shape[0], n, modality_positions.device)
+    _, offs, lengths = modality_positions.long().unbind(-1)
+    image_end = _span_labels(offs + lengths, modality_positions, n)  # (b, n): end of the token's image, -1 on text
+    own = torch.arange(1, n + 1, device=image_end.device)  # i + 1: causal, up to itself
+    return torch.minimum(torch.maximum(own, image_end), lens[:, None])
+
 def dense_attn_mask(
     modality_positions: Tensor,  # (b, m, 3) = (type, offset, length)
     n: int,  # padded sequence length
@@ -219,13 +232,8 @@ def dense_attn_mask(
     validate: bool = True,  # check the spans first (a few small ops; skip in a hot loop once validated)
 ) -> Tensor:
     "The Transfusion mask as a dense boolean tensor `(b, n, n)` (`True` = may attend), for SDPA."
-    lens = check_modality_positions(modality_positions, n, seq_lens) if validate else _lens(seq_lens, modality_positions.shape[0], n, modality_positions.device)
-    ids = modality_ids(modality_positions, n)  # (b, n)
-    seq = torch.arange(n, device=ids.device)
-    causal = seq[:, None] >= seq[None, :]  # (i, j)
-    same_image = (ids[:, :, None] == ids[:, None, :]) & (ids[:, :, None] >= 0)  # (b, i, j)
-    key_is_real = seq[None, :] < lens[:, None]  # (b, j)
-    return (causal[None] | same_image) & key_is_real[:, None, :]
+    limits = kv_limits(modality_positions, n, seq_lens, validate)  # (b, i)
+    return torch.arange(n, device=limits.device) < limits[:, :, None]  # (b, i, j)
 
 # %% ../nbs/03_attention_masks.ipynb #dd56dc9d
 _KIND_COLORS = {'text': '#c8c8c8', 'BOI/EOI': '#6b6b6b', 'pad': '#ffffff'}
@@ -303,11 +311,9 @@ def transfusion_mask_mod(
     validate: bool = True,  # check the spans first
 ) -> Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]:
     "The FlexAttention predicate `mask_mod(b, h, q_idx, kv_idx)`: causal, or both in the same image; never padding."
-    lens = check_modality_positions(modality_positions, n, seq_lens) if validate else _lens(seq_lens, modality_positions.shape[0], n, modality_positions.device)
-    ids = modality_ids(modality_positions, n)  # (b, n)
+    limits = kv_limits(modality_positions, n, seq_lens, validate)  # (b, n)
     def mask_mod(b, h, q_idx, kv_idx):
-        q_id, kv_id = ids[b, q_idx.clamp(0, n - 1)], ids[b, kv_idx.clamp(0, n - 1)]
-        return ((q_idx >= kv_idx) | ((q_id == kv_id) & (q_id >= 0))) & (kv_idx < lens[b])
+        return kv_idx < limits[b, q_idx.clamp(0, n - 1)]
     return mask_mod
 
 # %% ../nbs/03_attention_masks.ipynb #579abeb8
