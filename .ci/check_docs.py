@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Check the docs site as a reader sees it, without Quarto (which cannot be installed here).
 
-1. `nbdev_proc_nbs` processes the notebooks as `nbdev_docs` would (hidden cells gone, `show_doc` added and run).
+1. nbdev's `proc_nbs` (the core of `nbdev_proc_nbs`, without its Quarto installer) processes the notebooks as
+   `nbdev_docs` would: hidden cells gone, `show_doc` added and run.
 2. Each processed page is rendered to HTML with nbconvert, Quarto's cell options applied (`echo`, `output`).
 3. Headless Chromium (Playwright driving Debian's `chromium`) opens each page and checks: it loads without script
    errors; no cell shows an error or a traceback; every figure and every jshtml animation of the notebook is on the
@@ -122,11 +123,14 @@ def main() -> int:
 
     if not args.no_proc:
         t = time.time()
-        r = subprocess.run(['nbdev_proc_nbs'], cwd=ROOT, capture_output=True, text=True)
+        # `nbdev_proc_nbs` is `_pre_docs` + `proc_nbs`; `_pre_docs` first tries to download and install Quarto
+        # and to `pip install -e .` the project, which cannot (and need not) happen here: run the processing itself.
+        r = subprocess.run([sys.executable, '-c', 'from nbdev.doclinks import _build_modidx; from nbdev.serve import proc_nbs; '
+                            '_build_modidx(); proc_nbs(force=True)'], cwd=ROOT, capture_output=True, text=True)
         if r.returncode != 0:
             print(r.stdout[-3000:], r.stderr[-3000:])
-            print('docs check: nbdev_proc_nbs failed'); return 1
-        print(f'nbdev_proc_nbs: {time.time() - t:.0f} s')
+            print('docs check: processing the notebooks (nbdev proc_nbs) failed'); return 1
+        print(f'nbdev proc_nbs: {time.time() - t:.0f} s')
     proc = ROOT / '_proc'
     pages = sorted(p for p in proc.glob('*.ipynb') if not p.name.startswith('_'))
     if args.pages: pages = [p for p in pages if p.name in args.pages]

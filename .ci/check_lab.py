@@ -28,7 +28,7 @@ class Check:
 
 CHECKS = [
     Check('03_attention_masks.ipynb', widget='layout', action='type', value='t2 i16 t5 i4 t1'),
-    Check('01_axial_pos_emb.ipynb', widget='token_row', action='slide', steps=3),
+    Check('01_axial_pos_emb.ipynb', widget='row', action='slide', steps=3),
 ]
 
 

@@ -69,6 +69,7 @@ EINOPS_GLOSSARY: dict[str, str] = {
     'y': 'image height in pixels or patches',
     'p': 'patch size along one axis',
     'm': 'modalities (images) in one sample',
+    'o': 'modality types (image kinds)',
     't': 'diffusion time steps',
     'v': 'vocabulary (text tokens)',
     'k': 'an unnamed axis that a reduction removes',
