@@ -73,12 +73,14 @@ def main():
     p.add_argument('--micro-batches', type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument('--out', help=argparse.SUPPRESS)
     p.add_argument('--sabotage', action='store_true', help='train without gradient averaging, to see the check fail')
-    p.add_argument('--model', choices=['transfusion', 'toy'], default='toy', help='the model to train (default: %(default)s)')
+    p.add_argument('--model', choices=['transfusion', 'toy'], default='transfusion', help='the model to train (default: %(default)s)')
     args = p.parse_args()
     if args.worker: return worker(args)
 
     import torch
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
+    root = str(Path(__file__).resolve().parent.parent)  # the repository: import transfusion_nb from here, installed or not
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1',
+               PYTHONPATH=os.pathsep.join([root] + [q for q in os.environ.get('PYTHONPATH', '').split(os.pathsep) if q]))
     tmp = Path(tempfile.mkdtemp(prefix='check_ddp_'))
     runs = {'2 processes x 1 micro-batch': (['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2'], 1, tmp / 'ddp'),
             '1 process x 2 micro-batches': ([], 2, tmp / 'single')}

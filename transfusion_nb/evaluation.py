@@ -20,7 +20,8 @@ from .data import DIGIT_WORDS, WordTokenizer, load_digits_split, to_unit_range
 __all__ = ['check_digit_images', 'DigitJudge', 'digits_judge', 'judge_images', 'accuracy', 'confusion_matrix', 'plot_confusion',
            'mean_pairwise_distance', 'diversity_by_digit', 'plot_diversity', 'gaussian_stats', 'frechet_distance',
            'pixel_frechet', 'frechet_floor', 'plot_frechet_floor', 'score_text_to_image', 'summarize_text_to_image',
-           'plot_judged', 'caption_to_label', 'score_captions']
+           'plot_judged', 'caption_to_label', 'score_captions', 'generate_digits', 'caption_digits', 'evaluate_digits',
+           'metrics_summary', 'guidance_sweep', 'plot_guidance_sweep']
 
 # %% ../nbs/10_evaluation.ipynb #1dbe9672
 def check_digit_images(
@@ -325,3 +326,130 @@ def score_captions(
         'invalid': int((pred < 0).sum()),
         'n': len(labels),
     }
+
+# %% ../nbs/10_evaluation.ipynb #6dae0f97
+def _batched(items: Sequence, size: int):
+    for i in range(0, len(items), size): yield items[i:i + size]
+
+def generate_digits(
+    model: Any,  # has `generate_images(prompts, steps=, guidance_scale=, generator=)`
+    tokenizer: WordTokenizer | None = None,  # default: `digits_tokenizer()`
+    n_per_digit: int = 8,  # images per digit
+    digits: Sequence[int] = range(10),  # which digits to ask for
+    steps: int | None = None,  # sampler steps (None: the model's default)
+    guidance_scale: float = 1.,  # classifier-free guidance scale w
+    seed: int = 0,  # seeds the starting noise
+    batch_size: int = 500,  # images generated at once
+) -> dict[int, Tensor]:
+    "Ask `model` for each digit `n_per_digit` times, the digit's word as the prompt: `{digit: images (n, 1, 8, 8)}`."
+    from transfusion_nb.data import digits_tokenizer
+    tokenizer = default(tokenizer, digits_tokenizer)
+    if n_per_digit < 1: raise ValueError(f'generate_digits: n_per_digit must be at least 1, got {n_per_digit}')
+    asked = [d for d in digits for _ in range(n_per_digit)]
+    was_training = getattr(model, 'training', False)
+    if hasattr(model, 'eval'): model.eval()
+    out = []
+    try:
+        from transfusion_nb.utils import seeded
+        with torch.no_grad(), seeded(seed) as g:
+            for chunk in _batched(asked, batch_size):
+                prompts = [tokenizer.encode(DIGIT_WORDS[d]) for d in chunk]
+                out.append(model.generate_images(prompts, steps=steps, guidance_scale=guidance_scale, generator=g).float().cpu())
+    finally:
+        if was_training: model.train()
+    images = torch.cat(out).clamp(-1, 1)
+    return {d: images[k * n_per_digit:(k + 1) * n_per_digit] for k, d in enumerate(digits)}
+
+def caption_digits(
+    model: Any,  # has `caption(images, max_tokens=, eos_id=)` returning token ids
+    images: Tensor,  # (b, 1, 8, 8) in [-1, 1]
+    tokenizer: WordTokenizer | None = None,  # default: `digits_tokenizer()`
+    max_tokens: int = 4,  # tokens per caption at most
+    batch_size: int = 500,  # images captioned at once
+) -> list[str]:
+    "The model's caption of each image, decoded to text (greedy, stopping at `<eos>`)."
+    from transfusion_nb.data import digits_tokenizer
+    tokenizer = default(tokenizer, digits_tokenizer)
+    images = check_digit_images(images, 'caption_digits')
+    was_training = getattr(model, 'training', False)
+    if hasattr(model, 'eval'): model.eval()
+    dev = getattr(model, 'device', torch.device('cpu'))
+    texts = []
+    try:
+        with torch.no_grad():
+            for chunk in _batched(images, batch_size):
+                ids = model.caption(chunk.to(dev), max_tokens=max_tokens, eos_id=tokenizer.eos_id)
+                texts += [tokenizer.decode(t.cpu()) for t in ids]
+    finally:
+        if was_training: model.train()
+    return texts
+
+# %% ../nbs/10_evaluation.ipynb #f77aa22d
+def evaluate_digits(
+    model: Any,  # a trained model (generate_images, caption)
+    tokenizer: WordTokenizer | None = None,  # default: `digits_tokenizer()`
+    n_per_digit: int = 50,  # generated images per digit
+    steps: int | None = None,  # sampler steps
+    guidance_scale: float = 1.,  # classifier-free guidance scale
+    seed: int = 0,  # seeds the noise
+    test: tuple[Tensor, Tensor] | None = None,  # (images, labels) to caption; default: the digits test split
+    judge: DigitJudge | None = None,  # default: `digits_judge()`
+) -> dict[str, Any]:
+    "Text-to-image scores (`score_text_to_image`) and captioning scores (`score_captions`) of `model`, with the judge's own accuracy."
+    judge = default(judge, digits_judge)
+    by_digit = generate_digits(model, tokenizer, n_per_digit, steps=steps, guidance_scale=guidance_scale, seed=seed)
+    t2i = score_text_to_image(by_digit, judge, seed=seed)
+    x, y = default(test, lambda: (lambda s: (s.x_test, s.y_test))(load_digits_split(judge.test_size, judge.seed)))
+    captions = caption_digits(model, x, tokenizer)
+    cap = score_captions(captions, y)
+    return {'text_to_image': t2i, 'captioning': cap, 'judge_test_accuracy': judge.test_accuracy,
+            'images': by_digit, 'captions': captions}
+
+def metrics_summary(ev: Mapping[str, Any]) -> dict[str, Any]:
+    "The JSON-friendly numbers of `evaluate_digits`' output (no tensors, no images)."
+    t, c = ev['text_to_image'], ev['captioning']
+    return {'text_to_image_accuracy': t['accuracy'], 'text_to_image_per_digit': {str(k): v for k, v in t['per_digit'].items()},
+            'diversity_ratio': t['diversity_ratio'], 'frechet': t['frechet'], 'frechet_floor': t['frechet_floor'],
+            'images_per_digit': t['n'] // max(len(t['per_digit']), 1), 'captioning_accuracy': c['accuracy'],
+            'captioning_invalid': c['invalid'], 'captioned_images': c['n'], 'judge_test_accuracy': ev['judge_test_accuracy'],
+            'text_to_image_confusion': t['confusion'].tolist(), 'captioning_confusion': c['confusion'].tolist()}
+
+# %% ../nbs/10_evaluation.ipynb #a429bb62
+def guidance_sweep(
+    model: Any,  # a trained model (generate_images)
+    scales: Sequence[float] = (1., 1.5, 2., 3., 5.),  # guidance scales w to try
+    tokenizer: WordTokenizer | None = None,  # default: `digits_tokenizer()`
+    n_per_digit: int = 20,  # generated images per digit and scale
+    steps: int | None = None,  # sampler steps
+    seed: int = 0,  # the same noise at every scale
+    judge: DigitJudge | None = None,  # default: `digits_judge()`
+) -> list[dict[str, float]]:
+    "Text-to-image accuracy, diversity ratio and Fréchet distance (with its floor) at each guidance scale."
+    rows = []
+    for w in scales:
+        sc = score_text_to_image(generate_digits(model, tokenizer, n_per_digit, steps=steps, guidance_scale=w, seed=seed), judge, seed=seed)
+        rows.append({'guidance_scale': float(w), 'accuracy': sc['accuracy'], 'diversity_ratio': sc['diversity_ratio'],
+                     'frechet': sc['frechet'], 'frechet_floor': sc['frechet_floor']})
+    return rows
+
+def plot_guidance_sweep(
+    rows: Sequence[Mapping[str, float]],  # `guidance_sweep` output
+    title: str = '',  # figure title
+    ax=None,  # draw into this axes, else a new figure
+):
+    "Accuracy (left axis) and diversity ratio (right axis) against the guidance scale; returns the left axes."
+    if not exists(ax): _, ax = new_fig(1, 1, figsize=(5, 2.8))
+    w = [r['guidance_scale'] for r in rows]
+    ax.plot(w, [r['accuracy'] for r in rows], 'o-', color='tab:blue', label='text-to-image accuracy')
+    ax.set_xlabel('guidance scale w'); ax.set_ylabel('accuracy (judge)', color='tab:blue')
+    ax.set_ylim(min(0.5, min(r['accuracy'] for r in rows) - 0.05), 1.01)
+    ax2 = ax.twinx()
+    ax2.plot(w, [r['diversity_ratio'] for r in rows], 's--', color='tab:orange', label='diversity ratio (generated / real)')
+    ax2.axhline(1, color='tab:orange', lw=0.8, ls=':')
+    ax2.set_ylabel('diversity ratio', color='tab:orange'); ax2.spines['right'].set_visible(True)
+    ax2.set_ylim(0, max(1.2, max(r['diversity_ratio'] for r in rows) * 1.1))
+    lines = ax.get_lines()[:1] + ax2.get_lines()[:1]
+    ax.legend(lines, [l.get_label() for l in lines], fontsize=7, frameon=False, loc='lower left')
+    ax.set_title(title or 'guidance: accuracy vs diversity', fontsize=9)
+    ax.figure.tight_layout()
+    return ax
