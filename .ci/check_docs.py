@@ -20,23 +20,12 @@ from pathlib import Path
 import nbformat
 import yaml
 
+from transfusion_nb.cli import cell_directives as directives
+
 ROOT = Path(__file__).resolve().parent.parent
 PAGE_BUDGET = 2_500_000  # bytes of HTML per page (figures are embedded as base64)
 IMG_MIMES = ('image/png', 'image/jpeg', 'image/svg+xml', 'image/gif')
 DIRECTIVE = re.compile(r'^\s*#\s*\|\s*(.*)$')
-
-
-def directives(src: str) -> dict[str, str]:
-    out = {}
-    for line in src.splitlines():
-        m = DIRECTIVE.match(line)
-        if not m:
-            if line.strip(): break
-            continue
-        body = m.group(1).strip()
-        k, v = body.split(':', 1) if ':' in body else ((body.split() or [''])[0], '')
-        out[k.strip()] = v.strip()
-    return out
 
 
 def is_anim(out) -> bool:
