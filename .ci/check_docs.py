@@ -66,6 +66,8 @@ def prepare(nb_path: Path) -> tuple[nbformat.NotebookNode, dict]:
             if any(m in data for m in IMG_MIMES): expect['images'] += 1
             if is_anim(out): expect['anims'] += 1
             md = data.get('text/markdown', '')
+            if md:  # Quarto's link attributes `[source](url){target=...}` are not markdown nbconvert knows
+                data['text/markdown'] = md = re.sub(r'(\]\([^)\s]+\))\{[^}]*\}', r'\1', md)
             for name in re.findall(r'^#{2,4} (\S+)\s*$', md, flags=re.M):
                 expect['show_docs'].append((name, '[source](' in md))
         cells.append(cell)
@@ -128,7 +130,7 @@ def main() -> int:
     from nbconvert import HTMLExporter
     import jupyter_server_mathjax
     mathjax = Path(jupyter_server_mathjax.__file__).parent / 'static/MathJax.js'
-    exporter = HTMLExporter(template_name='lab', mathjax_url=mathjax.as_uri() + '?config=TeX-AMS-MML_HTMLorMML-full')
+    exporter = HTMLExporter(template_name='lab', exclude_output_prompt=True, exclude_input_prompt=True, mathjax_url=mathjax.as_uri() + '?config=TeX-AMS-MML_HTMLorMML-full')
 
     rendered = []
     for p in pages:
