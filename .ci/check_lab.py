@@ -142,7 +142,7 @@ def run_check(browser, base: str, token: str, chk: Check, out_dir: Path, timeout
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('notebooks', nargs='*', help='only these notebooks from CHECKS')
-    ap.add_argument('--root', default=str(ROOT / 'nbs'), help='folder JupyterLab serves')
+    ap.add_argument('--root', help='folder JupyterLab serves (default: a temporary copy of nbs/, so autosave never touches the repo)')
     ap.add_argument('--out', default='_ci_artifacts/lab')
     ap.add_argument('--timeout', type=int, default=420, help='seconds allowed for one run-all')
     ap.add_argument('--allow-skip', action='store_true', help='exit 0 (with a SKIP line) when no browser can start')
@@ -162,7 +162,9 @@ def main() -> int:
         except Exception as e:
             print(f'SKIP lab check: the browser cannot start: {e}')
             return 0 if args.allow_skip else 1
-        lab = start_lab(Path(args.root), port, token, log)
+        root = Path(args.root) if args.root else Path(tempfile.mkdtemp(prefix='lab-nbs-')) / 'nbs'
+        if not args.root: shutil.copytree(ROOT / 'nbs', root)
+        lab = start_lab(root, port, token, log)
         try:
             for chk in checks:
                 print(f'{chk.notebook}: run all, then {chk.action} {chk.widget!r}')
