@@ -41,7 +41,14 @@ def start_lab(root: Path, port: int, token: str, log) -> subprocess.Popen:
     cmd = [sys.executable, '-m', 'jupyterlab', '--no-browser', f'--port={port}', '--ip=127.0.0.1',
            f'--ServerApp.token={token}', f'--ServerApp.root_dir={root}', '--ServerApp.allow_root=True',
            '--ServerApp.open_browser=False', '--LabApp.news_url=', '--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate']
-    env = dict(os.environ, MPLBACKEND='module://matplotlib_inline.backend_inline')
+    # own settings: render every cell (no windowing, so every prompt is in the page) and no news pop-up
+    settings = Path(tempfile.mkdtemp(prefix='lab-settings-'))
+    (settings / '@jupyterlab/notebook-extension').mkdir(parents=True)
+    (settings / '@jupyterlab/notebook-extension/tracker.jupyterlab-settings').write_text('{"windowingMode": "none"}')
+    (settings / '@jupyterlab/apputils-extension').mkdir(parents=True)
+    (settings / '@jupyterlab/apputils-extension/notification.jupyterlab-settings').write_text('{"fetchNews": "false", "checkForUpdates": false}')
+    env = dict(os.environ, MPLBACKEND='module://matplotlib_inline.backend_inline', JUPYTERLAB_SETTINGS_DIR=str(settings),
+               JUPYTERLAB_WORKSPACES_DIR=str(settings / 'workspaces'))
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f'http://127.0.0.1:{port}/api/status?token={token}'
     for _ in range(120):
@@ -163,7 +170,8 @@ def main() -> int:
             print(f'SKIP lab check: the browser cannot start: {e}')
             return 0 if args.allow_skip else 1
         root = Path(args.root) if args.root else Path(tempfile.mkdtemp(prefix='lab-nbs-')) / 'nbs'
-        if not args.root: shutil.copytree(ROOT / 'nbs', root)
+        if not args.root:  # the notebooks and the settings (their last cell runs nbdev_export, into the copy)
+            shutil.copytree(ROOT / 'nbs', root); shutil.copy(ROOT / 'settings.ini', root.parent)
         lab = start_lab(root, port, token, log)
         try:
             for chk in checks:
