@@ -672,7 +672,7 @@ def read_images(
     x = torch.stack(out)[:, None]  # (k, 1, y, x) in [0, 1]
     return (1 - x if invert else x) * 2 - 1
 
-# %% ../nbs/09_training.ipynb #1251367b
+# %% ../nbs/09_training.ipynb #f6cedbc3
 def _fail(command: str, e: Exception) -> int:
     print(f'transfusion-nb {command}: error: {e}', file=sys.stderr)
     return 1
@@ -687,7 +687,10 @@ def train_command(args: argparse.Namespace) -> int:
     out = Path(args.runs_dir) / args.name
     rank = int(os.environ.get('RANK', '0'))
     try:
-        if rank == 0: print(f'training Transfusion on the 8x8 digits -> {out}/')
+        if rank == 0:
+            print(f'training Transfusion on the 8x8 digits -> {out}/')
+            if (out / 'checkpoint.pt').exists() and not args.resume:
+                print(f'note: {out}/checkpoint.pt exists; this new run replaces it (--resume continues it instead)')
         trainer, m = train_digits(out, seed=args.seed, progress=not args.no_progress, evaluate=not args.no_eval,
                                   n_per_digit=args.eval_per_digit, resume=args.resume, model_overrides=model_overrides, **overrides)
     except (FileNotFoundError, ValueError) as e: return _fail('train', e)
