@@ -27,7 +27,7 @@ NOTEBOOKS: list[tuple[str, str]] = [
     ('07_sampling.ipynb', 'Text token by token from a key/value cache; at BOI, an image by diffusion over the cached prefix, with optional guidance; then EOI and back to text: text-to-image, captioning and free interleaved generation, batched'),
     ('08_data.ipynb', 'The bundled 8x8 digits as captioned samples in both orders, a word tokenizer, and MNIST, Fashion-MNIST or your own (caption, image) pairs behind the same interface'),
     ('09_training.ipynb', 'A loop any model that returns a loss can use: AdamW, warm-up then cosine decay, clipping, EMA, batches fixed by the step number, atomic checkpoints that resume exactly, several processes, and the `transfusion-nb train`, `sample` and `caption` commands'),
-    ('10_evaluation.ipynb', 'Yardsticks for the 8x8 digits that need no model: a judge classifier, accuracy and confusion, image diversity, a pixel-space Fréchet distance, and scorers for text-to-image and captioning'),
+    ('10_evaluation.ipynb', 'Judging a model of the 8x8 digits: a judge classifier, accuracy and confusion, image diversity, a pixel-space Fréchet distance beside its floor, captioning scores, a guidance-scale sweep, and the default run judged'),
     ('11_ablations.ipynb', "The paper's design choices tested on the 8x8 digits, three seeds each: attention inside images, noise limiting, patch size and encoder, flow matching vs DDPM, hyper-connections"),
     ('90_cli.ipynb', 'The `transfusion-nb` command, the notebook map it prints, and the README generator CI checks'),
 ]
