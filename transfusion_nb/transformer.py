@@ -356,11 +356,9 @@ class AdaptivePreNorm(nn.Module):
             nn.init.zeros_(self.to_mod.bias)
             if gate == 'sigmoid': nn.init.constant_(self.to_mod.bias[2 * dim:], -2.)
 
-    def modulation(self, cond:Tensor, cond_index:Tensor|None=None) -> tuple[Tensor, Tensor, Tensor]:
-        "scale, shift, gate `(b, n or 1, d)` from `cond`, gathered per token when `cond_index` is given."
-        mod = self.to_mod(cond)                                     # (b, n or 1 or m, 3d)
-        if exists(cond_index): mod = mod.gather(1, cond_index[..., None].expand(-1, -1, mod.shape[-1]))
-        scale, shift, gate = mod.chunk(3, dim=-1)
+    def modulation(self, cond:Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        "scale, shift, gate, each `(b, rows, d)`: one per row of `cond` (b, rows, d_cond)."
+        scale, shift, gate = self.to_mod(cond).chunk(3, dim=-1)
         return scale, shift, (gate.sigmoid() if self.gate == 'sigmoid' else gate)
 
     def table(self, cond:Tensor) -> Tensor: # (b, m, d_cond) -> (b, 1 + m, 3d)
