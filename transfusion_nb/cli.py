@@ -23,12 +23,12 @@ NOTEBOOKS: list[tuple[str, str]] = [
     ('03_attention_masks.ipynb', 'Causal text and bidirectional images in one sequence: spans, the mask built three ways (loop, dense for SDPA, FlexAttention block mask), padding, rotary positions'),
     ('04_diffusion.ipynb', 'DDPM as in the paper (cosine schedule, ε-prediction, ancestral and DDIM sampling) and flow matching as in the reference code (velocity, Euler and midpoint), behind one interface'),
     ('05_transformer.ipynb', 'One transformer for text tokens and image patches: RMSNorm, rotary positions, multi-head attention under the Transfusion mask with a key/value cache, a SwiGLU feed-forward, time conditioning for image tokens, hyper-connections and a final norm'),
-    ('06_transfusion.ipynb', 'Text and images in one sequence: packing a batch with BOI/EOI and shape tokens, patches in and out (linear or U-Net), one transformer, the text cross-entropy plus λ times the diffusion loss'),
-    ('07_sampling.ipynb', 'Text token by token from a key/value cache; at BOI, an image by diffusion over the cached prefix, with optional guidance; then EOI and back to text: text-to-image, captioning and free interleaved generation, batched'),
-    ('08_data.ipynb', 'The bundled 8x8 digits as captioned samples in both orders, a word tokenizer, and MNIST, Fashion-MNIST or your own (caption, image) pairs behind the same interface'),
-    ('09_training.ipynb', 'A loop any model that returns a loss can use: AdamW, warm-up then cosine decay, clipping, EMA, batches fixed by the step number, atomic checkpoints that resume exactly, several processes, and the `transfusion-nb train`, `sample` and `caption` commands'),
-    ('10_evaluation.ipynb', 'Judging a model of the 8x8 digits: a judge classifier, accuracy and confusion, image diversity, a pixel-space Fréchet distance beside its floor, captioning scores, a guidance-scale sweep, and the default run judged'),
-    ('11_ablations.ipynb', "The paper's design choices tested on the 8x8 digits, three seeds each: attention inside images, noise limiting, patch size and encoder, flow matching vs DDPM, hyper-connections"),
+    ('07_transfusion.ipynb', 'Text and images in one sequence: packing a batch with BOI/EOI and shape tokens, patches in and out (linear or U-Net), one transformer, the text cross-entropy plus λ times the diffusion loss'),
+    ('08_sampling.ipynb', 'Text token by token from a key/value cache; at BOI, an image by diffusion over the cached prefix, with optional guidance; then EOI and back to text: text-to-image, captioning and free interleaved generation, batched'),
+    ('09_data.ipynb', 'The bundled 8x8 digits as captioned samples in both orders, a word tokenizer, and MNIST, Fashion-MNIST or your own (caption, image) pairs behind the same interface'),
+    ('10_training.ipynb', 'A loop any model that returns a loss can use: AdamW, warm-up then cosine decay, clipping, EMA, batches fixed by the step number, atomic checkpoints that resume exactly, several processes, and the `transfusion-nb train`, `sample` and `caption` commands'),
+    ('11_evaluation.ipynb', 'Judging a model of the 8x8 digits: a judge classifier, accuracy and confusion, image diversity, a pixel-space Fréchet distance beside its floor, captioning scores, a guidance-scale sweep, and the default run judged'),
+    ('13_ablations.ipynb', "The paper's design choices tested on the 8x8 digits, three seeds each: attention inside images, noise limiting, patch size and encoder, flow matching vs DDPM, hyper-connections"),
     ('90_cli.ipynb', 'The `transfusion-nb` command, the notebook map it prints, and the README generator CI checks'),
 ]
 

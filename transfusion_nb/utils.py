@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['EINOPS_GLOSSARY', 'PLOT_DPI', 'exists', 'default', 'identity', 'first', 'divisible_by', 'cast_tuple', 'pad_at_dim',
-           'glossary', 'seed_everything', 'seeded', 'set_plot_defaults', 'new_fig']
+__all__ = ['EINOPS_GLOSSARY', 'PLOT_DPI', 'exists', 'default', 'divisible_by', 'pad_at_dim', 'glossary', 'seed_everything',
+           'seeded', 'set_plot_defaults', 'new_fig', 'drawn', 'check_drawn', 'show_images']
 
 # %% ../nbs/00_utils.ipynb #cbf74fbd
 def exists(v: Any) -> bool:
@@ -25,23 +25,12 @@ def default(v: Any, d: Any) -> Any:
     if exists(v): return v
     return d() if callable(d) else d
 
-def identity(t: Any, *args, **kwargs) -> Any:
-    "Return `t` unchanged; the do-nothing default for optional transforms."
-    return t
-
-def first(it: Any) -> Any:
-    "The first element of a sequence or iterable."
-    return next(iter(it))
 
 # %% ../nbs/00_utils.ipynb #1fab5b3e
 def divisible_by(num: int, den: int) -> bool:
     "True when `num` is an exact multiple of `den` (`den` must be non-zero)."
     if den == 0: raise ValueError(f'divisible_by: the divisor must be non-zero, got num={num}, den={den}')
     return (num % den) == 0
-
-def cast_tuple(t: Any, length: int = 1) -> tuple:
-    "`t` as a tuple: returned as is when it already is one, else repeated `length` times."
-    return t if isinstance(t, tuple) else ((t,) * length)
 
 def pad_at_dim(
     t: torch.Tensor,  # tensor to pad
@@ -123,3 +112,67 @@ def new_fig(nrows: int = 1, ncols: int = 1, size: float = 3., **kwargs):
     set_plot_defaults()
     kwargs.setdefault('figsize', (size * ncols, size * nrows))
     return plt.subplots(nrows, ncols, **kwargs)
+
+# %% ../nbs/00_utils.ipynb #0976fb17
+def _axes_of(obj) -> list:
+    "The axes in `obj`: a figure, one axes, or an array/list of axes."
+    if hasattr(obj, 'get_axes'): return list(obj.get_axes())
+    if hasattr(obj, 'flat'): return list(obj.flat)
+    if isinstance(obj, (list, tuple)): return [a for o in obj for a in _axes_of(o)]
+    return [obj]
+
+# %% ../nbs/00_utils.ipynb #ffbefcf5
+def drawn(obj) -> dict[str, Any]:
+    "Counts of what `obj` (figure, axes or array of axes) holds: lines, images, patches, collections, texts, titles."
+    axs = _axes_of(obj)
+    titles = [a.get_title() for a in axs if a.get_title()]
+    fig = axs[0].figure if axs else None
+    if exists(fig) and getattr(fig, '_suptitle', None) is not None: titles.append(fig._suptitle.get_text())
+    return dict(lines=sum(len(a.lines) for a in axs), images=sum(len(a.images) for a in axs),
+                patches=sum(len(a.patches) for a in axs), collections=sum(len(a.collections) for a in axs),
+                texts=sum(len(a.texts) for a in axs), titles=titles)
+
+# %% ../nbs/00_utils.ipynb #6dcf0ae9
+def check_drawn(obj, # a figure, an axes or an array of axes
+                title:str|None=None, # a substring that some title (or the suptitle) must contain
+                vrange:tuple[float, float]|None=None, # every image's data must lie in [lo, hi]
+                **counts:int): # minimum counts, e.g. `lines=3, images=1` (keys as in `drawn`)
+    "Assert that `obj` drew at least `counts` of each kind, images within `vrange`, and a title containing `title`."
+    d = drawn(obj)
+    for k, n in counts.items():
+        if k not in d or k == 'titles': raise KeyError(f'check_drawn: unknown kind {k!r}; known: lines, images, patches, collections, texts')
+        assert d[k] >= n, f'check_drawn: expected at least {n} {k}, found {d[k]} (drawn: {d})'
+    if exists(title): assert any(title in t for t in d['titles']), f'check_drawn: no title contains {title!r}; titles: {d["titles"]}'
+    if exists(vrange):
+        for a in _axes_of(obj):
+            for im in a.images:
+                arr = np.asarray(im.get_array(), dtype=float)
+                assert arr.size and np.nanmin(arr) >= vrange[0] and np.nanmax(arr) <= vrange[1], \
+                    f'check_drawn: image data in [{np.nanmin(arr):.3g}, {np.nanmax(arr):.3g}], expected within {vrange}'
+    return d
+
+# %% ../nbs/00_utils.ipynb #f9955f20
+def show_images(images, # (b, c, y, x) with c = 1 (grey) or 3 (RGB), values in `vrange`
+                titles:list[str]|None=None, # one title per image
+                ncols:int=8, # images per row (when `axs` is not given)
+                size:float=0.9, # inches per image
+                vrange:tuple[float, float]=(-1., 1.), # the value range mapped to black..white
+                title_size:float=8., # font size of the titles
+                axs=None): # axes to draw into (at least b); a new figure when None
+    "Draw a batch of images in a grid, one grey convention everywhere; returns the axes."
+    images = torch.as_tensor(images).detach().float().cpu()
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f'show_images: expected images (b, 1 or 3, h, w), got shape {tuple(images.shape)}')
+    if exists(titles) and len(titles) != len(images):
+        raise ValueError(f'show_images: {len(titles)} titles for {len(images)} images')
+    if axs is None: _, axs = new_fig(max(1, -(-len(images) // ncols)), ncols, size=size, squeeze=False)
+    flat = _axes_of(axs)
+    if len(flat) < len(images): raise ValueError(f'show_images: {len(flat)} axes for {len(images)} images')
+    lo, hi = vrange
+    for k, ax in enumerate(flat):
+        ax.clear(); ax.set_axis_off()
+        if k >= len(images): continue
+        im = ((images[k] - lo) / (hi - lo)).clamp(0, 1).permute(1, 2, 0).numpy()   # (y, x, c) in [0, 1]
+        ax.imshow(im[..., 0] if im.shape[-1] == 1 else im, cmap='gray', vmin=0, vmax=1)
+        if exists(titles): ax.set_title(titles[k], fontsize=title_size)
+    return axs
