@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 
 from .utils import exists, default, new_fig
-from .data import DIGIT_WORDS, WordTokenizer, load_digits_split, to_unit_range
+from .data import DIGIT_WORDS
+import transfusion_nb.sampling  # attaches the generation methods to Transfusion, WordTokenizer, load_digits_split, to_unit_range
 
 # %% auto #0
 __all__ = ['check_digit_images', 'DigitJudge', 'digits_judge', 'judge_images', 'accuracy', 'confusion_matrix', 'plot_confusion',

@@ -16,7 +16,6 @@ from torch import nn, Tensor
 from .axial_pos_emb import ContinuousAxialPositionalEmbedding
 from .diffusion import DDPM, FlowMatching
 from .masks import dense_attn_mask, modality_ids, rotary_positions
-from .sampling import GenerationMixin
 from .transformer import TimeEmbedding, Transformer
 from .utils import default, divisible_by, exists, new_fig
 
@@ -438,7 +437,7 @@ def _sizes(image_size, num_types:int) -> tuple[tuple[int, int], ...]:
     return sizes
 
 # %% ../nbs/07_transfusion.ipynb #b7c75ac4
-class Transfusion(GenerationMixin, nn.Module):
+class Transfusion(nn.Module):
     "Transfusion (Zhou et al. 2024, https://arxiv.org/abs/2408.11039): one transformer, next-token loss on text, diffusion loss on images."
     def __init__(self, *,
                  num_text_tokens:int=12, # size of the user's text vocabulary (the digits tokenizer: 12)

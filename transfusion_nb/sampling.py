@@ -13,6 +13,7 @@ from torch import Tensor
 
 from .masks import rotary_positions
 from .transformer import KVCache
+from .model import Transfusion, resolve_shape
 from .utils import default, exists, new_fig
 
 # %% auto #0
@@ -289,7 +290,6 @@ class GenerationMixin:
                     if len(chars[r]) >= 16: mode[r] = 2
                 elif exists(voc.boi_type(t)):
                     typ = voc.boi_type(t)
-                    from transfusion_nb.model import resolve_shape
                     shape, _ = resolve_shape(voc, chars[r] or [], self.image_sizes[typ], self.patch_size, self.max_image_size)
                     opener = ([voc.meta, *chars[r]] if chars[r] is not None else []) + [t]
                     pending.setdefault((typ, shape, tuple(opener)), []).append(r)
@@ -324,6 +324,11 @@ class GenerationMixin:
         out = self.generate(prompts, max_tokens, temperature, top_k, min_p, eos_id, allow_images=False, generator=generator)
         return [torch.cat([t for t in row if isinstance(t, Tensor)]) if row else torch.zeros(0, dtype=torch.long, device=self.device)
                 for row in out]
+
+# %% ../nbs/08_sampling.ipynb #29613ee2
+# transitional: attach the generation methods to Transfusion (to be split into one @patch_to cell per method)
+for _name, _fn in vars(GenerationMixin).items():
+    if callable(_fn) and not _name.startswith('__'): setattr(Transfusion, _name, _fn)
 
 # %% ../nbs/08_sampling.ipynb #14c52c30
 def plot_generated(images:Tensor, # (b, c, h, w) in [-1, 1]

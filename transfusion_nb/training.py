@@ -17,6 +17,7 @@ import torch.distributed as dist
 from torch import nn, Tensor
 
 from .utils import exists, default, new_fig, seeded, divisible_by
+import transfusion_nb.sampling  # attaches the generation methods to Transfusion
 
 # %% auto #0
 __all__ = ['CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'DIGITS_MODEL', 'DIGITS_TRAIN', 'DIGITS_DATA', 'DIGITS_GUIDANCE',
