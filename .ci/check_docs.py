@@ -7,7 +7,9 @@
 3. Headless Chromium (Playwright driving Debian's `chromium`) opens each page and checks: it loads without script
    errors; no cell shows an error or a traceback; every figure and every jshtml animation of the notebook is on the
    page, drawn (and an animation steps to a new frame); math is typeset (MathJax served from a local package);
-   every exported function and class has its `show_doc` with a source link; the page is under the size budget.
+   every exported function and class has its `show_doc` with a source link; the `show_doc`s come in the order of
+   the definitions in the source (nbdev inserts those of a multi-definition export cell in reverse); the page is
+   under the size budget.
 4. The sidebar lists the index first, then every numbered notebook in reading order.
 Screenshots and the HTML go to `_ci_artifacts/docs/` (not committed). Exit status 1 on any problem.
 
@@ -89,6 +91,38 @@ def exported_symbols(src_nb: Path) -> tuple[str | None, list[str]]:
     return mod, names
 
 
+def source_order(mod: str | None) -> dict[str, int]:
+    "Line of each top-level function/class (and `Class.method`, also when attached by `@patch_to`) in a module."
+    import ast
+    if mod is None: return {}
+    path = ROOT / 'transfusion_nb' / (mod.replace('.', '/') + '.py')
+    tree = ast.parse(path.read_text(encoding='utf-8'))
+    order = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            order.setdefault(node.name, node.lineno)
+            for dec in getattr(node, 'decorator_list', []):   # @patch_to(Cls) def meth: documented as `Cls.meth`
+                if isinstance(dec, ast.Call) and getattr(dec.func, 'id', '') in ('patch_to', 'patch') and dec.args:
+                    cls = getattr(dec.args[0], 'id', None)
+                    if cls: order.setdefault(f'{cls}.{node.name}', node.lineno)
+            if isinstance(node, ast.ClassDef):
+                for sub in node.body:
+                    if isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef)): order.setdefault(f'{node.name}.{sub.name}', sub.lineno)
+    return order
+
+
+def show_doc_order_problems(show_docs: list[tuple[str, bool]], order: dict[str, int]) -> list[str]:
+    "Names whose `show_doc` comes before one defined earlier in the source."
+    seen, last, bad = set(), (0, None), []
+    for name, _ in show_docs:
+        if name in seen or name not in order: continue
+        seen.add(name)
+        line = order[name]
+        if line < last[0]: bad.append(f'show_doc of {name} (source line {line}) comes after {last[1]} (line {last[0]})')
+        else: last = (line, name)
+    return bad
+
+
 def check_sidebar(problems: list[str]) -> None:
     side = yaml.safe_load((ROOT / 'nbs/sidebar.yml').read_text())
     contents = side['website']['sidebar']['contents']
@@ -143,14 +177,11 @@ def main() -> int:
         rendered.append((p.name, f, expect))
 
     from playwright.sync_api import sync_playwright
-    browser_path = shutil.which('chromium') or shutil.which('chromium-browser')
-    if browser_path is None:
-        print('docs check: Debian chromium is not installed (apt-get install -y chromium)'); return 1
+    from browser import launch
     rows = []
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=browser_path, args=[
-            '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-            '--no-first-run', '--disable-sync', '--allow-file-access-from-files'])
+        try: browser = launch(pw)
+        except Exception as e: print(f'docs check: the browser cannot start: {e}'); return 1
         for name, f, expect in rendered:
             page = browser.new_page(viewport={'width': 1100, 'height': 900})
             js_errors = []
@@ -189,6 +220,7 @@ def main() -> int:
             if missing: bad.append(f"exported but no show_doc on the page: {missing}")
             no_src = [n for n, has in expect['show_docs'] if not has and n in expect['exports']]
             if no_src: bad.append(f'show_doc without a source link: {no_src}')
+            bad += [f'show_doc order: {b}' for b in show_doc_order_problems(expect['show_docs'], source_order(expect['module']))]
             size = f.stat().st_size
             if size > PAGE_BUDGET: bad.append(f'page is {size / 1e6:.1f} MB, budget {PAGE_BUDGET / 1e6:.1f} MB')
             bad += [f'script error: {e[:200]}' for e in js_errors]

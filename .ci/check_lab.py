@@ -156,16 +156,13 @@ def main() -> int:
     args = ap.parse_args()
     checks = [c for c in CHECKS if not args.notebooks or c.notebook in args.notebooks]
     out_dir = ROOT / args.out; out_dir.mkdir(parents=True, exist_ok=True)
-    browser_path = shutil.which('chromium') or shutil.which('chromium-browser')
     from playwright.sync_api import sync_playwright
+    from browser import launch
     token, port = secrets.token_hex(16), free_port()
     problems = []
     with open(out_dir / 'jupyterlab.log', 'w') as log, sync_playwright() as pw:
         try:
-            if browser_path is None: raise RuntimeError('Debian chromium is not installed (apt-get install -y chromium)')
-            browser = pw.chromium.launch(executable_path=browser_path, args=[
-                '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-                '--no-first-run', '--disable-sync', '--disable-quic'])
+            browser = launch(pw)
         except Exception as e:
             print(f'SKIP lab check: the browser cannot start: {e}')
             return 0 if args.allow_skip else 1
