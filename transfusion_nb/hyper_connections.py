@@ -12,6 +12,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch_to
 from einops import einsum, rearrange, reduce, repeat
 from torch import nn, Tensor
 
@@ -21,14 +22,13 @@ from .utils import default, divisible_by, exists, new_fig, pad_at_dim
 __all__ = ['adjacent_similarity', 'plot_adjacent_similarity', 'Residual', 'ExpandStreams', 'ReduceStreams',
            'get_expand_reduce_stream_functions', 'hc_matrix', 'plot_hc_matrix', 'RMSNorm', 'HyperConnections',
            'get_init_and_expand_reduce_stream_functions', 'unfold_connections', 'static_weights',
-           'record_connection_weights', 'plot_connection_matrix', 'plot_loss_curves', 'plot_dynamic_weights',
-           'show_layer']
+           'record_connection_weights', 'plot_connection_matrix', 'plot_loss_curves', 'plot_dynamic_weights']
 
 # %% ../nbs/02_hyper_connections.ipynb #8ca2c7db
 # einops letters (transfusion_nb.utils.EINOPS_GLOSSARY): b batch, n sequence, d width, s residual streams;
 # local to this module: r = the s + 1 rows a width connection produces (row 0 the layer input, rows 1..s the streams)
 
-# %% ../nbs/02_hyper_connections.ipynb #eea585f9
+# %% ../nbs/02_hyper_connections.ipynb #07c479c2
 def adjacent_similarity(norm:str='pre', # 'pre' or 'post': where the layer norm sits
                         depth:int=32, # number of residual layers
                         dim:int=64, # width
@@ -48,6 +48,7 @@ def adjacent_similarity(norm:str='pre', # 'pre' or 'post': where the layer norm 
         h = new
     return torch.stack(sims)
 
+# %% ../nbs/02_hyper_connections.ipynb #7df5f739
 def plot_adjacent_similarity(depth:int=32, ax=None, **kwargs):
     "Plot `adjacent_similarity` for Pre-Norm and Post-Norm against depth."
     if ax is None: _, ax = new_fig(size=3.2)
@@ -56,7 +57,7 @@ def plot_adjacent_similarity(depth:int=32, ax=None, **kwargs):
     ax.set_title('random residual MLP stack', fontsize=9)
     return ax
 
-# %% ../nbs/02_hyper_connections.ipynb #3ba1ed65
+# %% ../nbs/02_hyper_connections.ipynb #77677b8d
 def _add_to_first(out:Any, fn:Callable) -> Any:
     "Apply `fn` to `out`, or to its first element when the branch returned a tuple/list (the rest passes through)."
     if isinstance(out, (tuple, list)): return type(out)((fn(out[0]), *out[1:]))
@@ -74,32 +75,40 @@ class Residual(nn.Module):
         self.dim, self.branch = dim, branch
         self.residual_transform = default(residual_transform, nn.Identity)
 
-    def width_connection(self, residuals:Tensor):
-        "The branch input, the residual to add to, and keyword arguments for `depth_connection`."
-        if exists(self.dim) and residuals.shape[-1] != self.dim:
-            raise ValueError(f'Residual: expected width dim={self.dim} on the last axis, got shape {tuple(residuals.shape)}')
-        return residuals, residuals, dict()
+# %% ../nbs/02_hyper_connections.ipynb #253b4ebd
+@patch_to(Residual)
+def width_connection(self, residuals:Tensor):
+    "The branch input, the residual to add to, and keyword arguments for `depth_connection`."
+    if exists(self.dim) and residuals.shape[-1] != self.dim:
+        raise ValueError(f'Residual: expected width dim={self.dim} on the last axis, got shape {tuple(residuals.shape)}')
+    return residuals, residuals, dict()
 
-    def depth_connection(self, branch_output:Tensor, residuals:Tensor) -> Tensor:
-        "Add the branch output to the (transformed) residual."
-        return branch_output + self.residual_transform(residuals)
+# %% ../nbs/02_hyper_connections.ipynb #80ef8c71
+@patch_to(Residual)
+def depth_connection(self, branch_output:Tensor, residuals:Tensor) -> Tensor:
+    "Add the branch output to the (transformed) residual."
+    return branch_output + self.residual_transform(residuals)
 
-    def decorate_branch(self, branch:Callable) -> Callable:
-        "Wrap `branch` so that calling the result on `x` returns the connection around `branch(x, ...)`."
-        if exists(self.branch): raise ValueError('decorate_branch: a branch was already given at init')
-        def forward_and_add_residual(residuals, *args, **kwargs):
-            branch_input, add_residual = self.forward(residuals)
-            return add_residual(branch(branch_input, *args, **kwargs))
-        return forward_and_add_residual
+# %% ../nbs/02_hyper_connections.ipynb #3ac87dc6
+@patch_to(Residual)
+def forward(self, residuals:Tensor, *branch_args, **branch_kwargs):
+    "`(branch_input, add_residual)`; with a branch, `add_residual(branch(branch_input, *branch_args, **branch_kwargs))`."
+    branch_input, residuals, kwargs = self.width_connection(residuals)
+    def add_residual(branch_out): return _add_to_first(branch_out, lambda o: self.depth_connection(o, residuals, **kwargs))
+    if not exists(self.branch): return branch_input, add_residual
+    return add_residual(self.branch(branch_input, *branch_args, **branch_kwargs))
 
-    def forward(self, residuals:Tensor, *branch_args, **branch_kwargs):
-        "`(branch_input, add_residual)`; with a branch, `add_residual(branch(branch_input, *branch_args, **branch_kwargs))`."
-        branch_input, residuals, kwargs = self.width_connection(residuals)
-        def add_residual(branch_out): return _add_to_first(branch_out, lambda o: self.depth_connection(o, residuals, **kwargs))
-        if not exists(self.branch): return branch_input, add_residual
-        return add_residual(self.branch(branch_input, *branch_args, **branch_kwargs))
+# %% ../nbs/02_hyper_connections.ipynb #6ca0367a
+@patch_to(Residual)
+def decorate_branch(self, branch:Callable) -> Callable:
+    "Wrap `branch` so that calling the result on `x` returns the connection around `branch(x, ...)`."
+    if exists(self.branch): raise ValueError('decorate_branch: a branch was already given at init')
+    def forward_and_add_residual(residuals, *args, **kwargs):
+        branch_input, add_residual = self.forward(residuals)
+        return add_residual(branch(branch_input, *args, **kwargs))
+    return forward_and_add_residual
 
-# %% ../nbs/02_hyper_connections.ipynb #f46912c8
+# %% ../nbs/02_hyper_connections.ipynb #3f7cf51f
 def _check_streams(x:Tensor, num_streams:int, where:str):
     "Raise a clear error when the leading axis of `x` cannot hold `num_streams` streams per sample."
     if not divisible_by(x.shape[0], num_streams):
@@ -113,6 +122,7 @@ class ExpandStreams(nn.Module):
         self.num_streams = num_streams
     def forward(self, x:Tensor) -> Tensor: return repeat(x, 'b ... -> (b s) ...', s=self.num_streams)
 
+# %% ../nbs/02_hyper_connections.ipynb #07995b14
 class ReduceStreams(nn.Module):
     "Sum the residual streams back into one hidden state: `(b s) ... -> b ...`."
     def __init__(self, num_streams:int):
@@ -122,6 +132,7 @@ class ReduceStreams(nn.Module):
         _check_streams(x, self.num_streams, 'ReduceStreams')
         return reduce(x, '(b s) ... -> b ...', 'sum', s=self.num_streams)
 
+# %% ../nbs/02_hyper_connections.ipynb #4d98af0a
 def get_expand_reduce_stream_functions(num_streams:int, # number of residual streams
                                        disable:bool|None=None, # True: identities (a plain residual network); None is False
                                       ) -> tuple[nn.Module, nn.Module]:
@@ -164,18 +175,23 @@ def plot_hc_matrix(alpha:Tensor, # `(s, s+1)`: [A_m | A_r]
     ax.axhline(0.5, color='k', lw=0.8); ax.axvline(0.5, color='k', lw=0.8)
     return ax
 
-# %% ../nbs/02_hyper_connections.ipynb #e3d7bcc9
+# %% ../nbs/02_hyper_connections.ipynb #5435300a
 class RMSNorm(nn.Module):
-    "RMS norm with a zero-initialised gain: `normalize(x) * sqrt(dim) * (1 + gamma)`."
-    def __init__(self, dim:int): # width `d` of the input
+    "RMS norm with a unit-offset gain: `x / rms(x) * (1 + gamma)`, `gamma` initialised at zero."
+    def __init__(self,
+                 dim:int, # width `d` of the last axis
+                 eps:float=1e-6, # added to the mean square
+                ):
         super().__init__()
-        self.scale = dim ** 0.5
+        self.dim, self.eps = dim, eps
         self.gamma = nn.Parameter(torch.zeros(dim))
 
     def forward(self, x:Tensor) -> Tensor: # (..., d)
-        return F.normalize(x, dim=-1) * self.scale * (self.gamma + 1)
+        if x.shape[-1] != self.dim:
+            raise ValueError(f'RMSNorm: expected width {self.dim} on the last axis, got shape {tuple(x.shape)}')
+        return F.rms_norm(x, (self.dim,), self.gamma + 1., self.eps)
 
-# %% ../nbs/02_hyper_connections.ipynb #f42e3a53
+# %% ../nbs/02_hyper_connections.ipynb #c09154a0
 class HyperConnections(Residual):
     "Dynamic hyper-connections (Zhu et al. 2024, https://arxiv.org/abs/2409.19606) around one layer."
     def __init__(self,
@@ -211,45 +227,53 @@ class HyperConnections(Residual):
         self.dynamic_beta_fn = nn.Parameter(torch.zeros(dim))                                 # (d,)
         self.dynamic_beta_scale = nn.Parameter(torch.tensor(1e-2))
 
-    def streams_of(self, residuals:Tensor) -> Tensor:
-        "View the residuals `(b s) ... d` (or `(b s) d ...` when channel first) as `b ... s d`, checking the shape."
-        _check_streams(residuals, self.num_streams, 'HyperConnections')
-        if self.channel_first: residuals = rearrange(residuals, 'b d ... -> b ... d')
-        if residuals.shape[-1] != self.dim:
-            raise ValueError(f'HyperConnections: expected width dim={self.dim}, got {residuals.shape[-1]} channels '
-                             f'in residuals of shape {tuple(residuals.shape)}')
-        return rearrange(residuals, '(b s) ... d -> b ... s d', s=self.num_streams)
+# %% ../nbs/02_hyper_connections.ipynb #39365c38
+@patch_to(HyperConnections)
+def streams_of(self, residuals:Tensor) -> Tensor:
+    "View the residuals `(b s) ... d` (or `(b s) d ...` when channel first) as `b ... s d`, checking the shape."
+    _check_streams(residuals, self.num_streams, 'HyperConnections')
+    if self.channel_first: residuals = rearrange(residuals, 'b d ... -> b ... d')
+    if residuals.shape[-1] != self.dim:
+        raise ValueError(f'HyperConnections: expected width dim={self.dim}, got {residuals.shape[-1]} channels '
+                         f'in residuals of shape {tuple(residuals.shape)}')
+    return rearrange(residuals, '(b s) ... d -> b ... s d', s=self.num_streams)
 
-    def connection_weights(self, streams:Tensor) -> tuple[Tensor, Tensor]:
-        "alpha `(b ... s r)` and beta `(b ... s)` for streams `b ... s d`: static + scale * act(norm(H) @ W)."
-        normed = self.norm(streams)
-        alpha = self.static_alpha + self.dynamic_alpha_scale * self.act(normed @ self.dynamic_alpha_fn)
-        beta = self.static_beta + self.dynamic_beta_scale * self.act(normed @ self.dynamic_beta_fn)
-        return alpha, beta
+# %% ../nbs/02_hyper_connections.ipynb #6d22c212
+@patch_to(HyperConnections)
+def connection_weights(self, streams:Tensor) -> tuple[Tensor, Tensor]:
+    "alpha `(b ... s r)` and beta `(b ... s)` for streams `b ... s d`: static + scale * act(norm(H) @ W)."
+    normed = self.norm(streams)
+    alpha = self.static_alpha + self.dynamic_alpha_scale * self.act(normed @ self.dynamic_alpha_fn)
+    beta = self.static_beta + self.dynamic_beta_scale * self.act(normed @ self.dynamic_beta_fn)
+    return alpha, beta
 
-    def width_connection(self, residuals:Tensor):
-        "The branch input `b ... d`, the kept streams `(b s) ... d` and `beta` for `depth_connection`."
-        streams = self.streams_of(residuals)
-        alpha, beta = self.connection_weights(streams)
-        mixed = einsum(alpha, streams, 'b ... s r, b ... s d -> b ... r d')   # row 0: A_m^T H, rows 1..s: A_r^T H
-        branch_input, kept = mixed[..., 0, :], mixed[..., 1:, :]
-        if self.channel_first: branch_input = rearrange(branch_input, 'b ... d -> b d ...')
-        if self.mix_residuals:
-            kept = rearrange(kept, 'b ... s d -> (b s) ... d')
-            if self.channel_first: kept = rearrange(kept, 'b ... d -> b d ...')
-        else: kept = residuals
-        return branch_input, self.residual_transform(kept), dict(beta=beta)
+# %% ../nbs/02_hyper_connections.ipynb #5045bb0d
+@patch_to(HyperConnections)
+def width_connection(self, residuals:Tensor):
+    "The branch input `b ... d`, the kept streams `(b s) ... d` and `beta` for `depth_connection`."
+    streams = self.streams_of(residuals)
+    alpha, beta = self.connection_weights(streams)
+    mixed = einsum(alpha, streams, 'b ... s r, b ... s d -> b ... r d')   # row 0: A_m^T H, rows 1..s: A_r^T H
+    branch_input, kept = mixed[..., 0, :], mixed[..., 1:, :]
+    if self.channel_first: branch_input = rearrange(branch_input, 'b ... d -> b d ...')
+    if self.mix_residuals:
+        kept = rearrange(kept, 'b ... s d -> (b s) ... d')
+        if self.channel_first: kept = rearrange(kept, 'b ... d -> b d ...')
+    else: kept = residuals
+    return branch_input, self.residual_transform(kept), dict(beta=beta)
 
-    def depth_connection(self, branch_output:Tensor, residuals:Tensor, *, beta:Tensor) -> Tensor:
-        "Add `beta_j * branch_output` to each kept stream j."
-        if self.channel_first: branch_output = rearrange(branch_output, 'b d ... -> b ... d')
-        if branch_output.shape[0] * self.num_streams != residuals.shape[0]:
-            raise ValueError(f'HyperConnections: the branch output has batch {branch_output.shape[0]}, expected '
-                             f'{residuals.shape[0] // self.num_streams} (the residuals hold {residuals.shape[0]} = batch x {self.num_streams} streams)')
-        out = einsum(branch_output, beta, 'b ... d, b ... s -> b ... s d')
-        out = rearrange(out, 'b ... s d -> (b s) ... d')
-        if self.channel_first: out = rearrange(out, 'b ... d -> b d ...')
-        return self.dropout(residuals + out)
+# %% ../nbs/02_hyper_connections.ipynb #2cba570e
+@patch_to(HyperConnections)
+def depth_connection(self, branch_output:Tensor, residuals:Tensor, *, beta:Tensor) -> Tensor:
+    "Add `beta_j * branch_output` to each kept stream j."
+    if self.channel_first: branch_output = rearrange(branch_output, 'b d ... -> b ... d')
+    if branch_output.shape[0] * self.num_streams != residuals.shape[0]:
+        raise ValueError(f'HyperConnections: the branch output has batch {branch_output.shape[0]}, expected '
+                         f'{residuals.shape[0] // self.num_streams} (the residuals hold {residuals.shape[0]} = batch x {self.num_streams} streams)')
+    out = einsum(branch_output, beta, 'b ... d, b ... s -> b ... s d')
+    out = rearrange(out, 'b ... s d -> (b s) ... d')
+    if self.channel_first: out = rearrange(out, 'b ... d -> b d ...')
+    return self.dropout(residuals + out)
 
 # %% ../nbs/02_hyper_connections.ipynb #0624a0d9
 def get_init_and_expand_reduce_stream_functions(num_streams:int, # number of residual streams
@@ -262,7 +286,7 @@ def get_init_and_expand_reduce_stream_functions(num_streams:int, # number of res
 HyperConnections.get_expand_reduce_stream_functions = staticmethod(get_expand_reduce_stream_functions)
 HyperConnections.get_init_and_expand_reduce_stream_functions = staticmethod(get_init_and_expand_reduce_stream_functions)
 
-# %% ../nbs/02_hyper_connections.ipynb #06f0d1c2
+# %% ../nbs/02_hyper_connections.ipynb #1c50c2ca
 def unfold_connections(alphas:list[Tensor], # per layer `(..., s, s+1)`, in layer order
                        betas:list[Tensor], # per layer `(..., s)`
                        reduce:str='sum', # how the streams become the output: 'sum' (as `reduce_stream`) or 'mean'
@@ -280,6 +304,7 @@ def unfold_connections(alphas:list[Tensor], # per layer `(..., s, s+1)`, in laye
     rows.append(coef.sum(-2) if reduce == 'sum' else coef.mean(-2))
     return torch.stack([pad_at_dim(r, (0, L + 1 - r.shape[-1])) for r in rows], dim=-2)
 
+# %% ../nbs/02_hyper_connections.ipynb #d35f78d9
 def static_weights(hcs:list[nn.Module]) -> tuple[list[Tensor], list[Tensor]]:
     "The static `(alpha, beta)` of each connection in `hcs`; a `Residual` counts as one stream with every weight 1."
     alphas, betas = [], []
@@ -288,6 +313,7 @@ def static_weights(hcs:list[nn.Module]) -> tuple[list[Tensor], list[Tensor]]:
         else: alphas.append(torch.ones(1, 2)); betas.append(torch.ones(1))
     return alphas, betas
 
+# %% ../nbs/02_hyper_connections.ipynb #0b242b12
 @contextmanager
 def record_connection_weights(model:nn.Module):
     "Inside the block, each forward of a `HyperConnections` in `model` appends its per-token `(alpha, beta)` to the yielded list."
@@ -343,15 +369,4 @@ def plot_dynamic_weights(alpha:Tensor, # `(t, s, s+1)` per-token alpha of one la
         im = _heatmap(ax, m, [str(i) for i in range(1, s + 1)], tokens, name, annotate=False)
         ax.set_aspect('auto'); ax.set_xlabel('stream', fontsize=8)
         if colorbar: ax.figure.colorbar(im, ax=ax, shrink=0.8).ax.tick_params(labelsize=7)
-    return axs
-
-def show_layer(model, layer:int, ids:Tensor, tokens:list[str]):
-    "Static HC matrix of one layer of `model` and its dynamic part for the tokens `ids` (one sequence)."
-    hc = model.hcs[layer]
-    with record_connection_weights(model) as records: model(ids[None])
-    alpha, beta = records[layer]
-    fig, axs = new_fig(1, 3, size=2.6)
-    plot_hc_matrix(hc.static_alpha.detach(), hc.static_beta.detach(), ax=axs[0], title=f'layer {layer}: static HC')
-    plot_dynamic_weights(alpha[0, :len(tokens)], beta[0, :len(tokens)], hc.static_alpha, hc.static_beta, tokens, axs=axs[1:])
-    fig.tight_layout()
     return axs
