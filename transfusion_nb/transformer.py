@@ -11,16 +11,17 @@ from typing import Any, Literal, Sequence
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from fastcore.basics import patch_to
 from torch import nn, Tensor
 
-from .hyper_connections import get_init_and_expand_reduce_stream_functions
+from .diffusion import SinusoidalTimeEmbedding
+from .hyper_connections import RMSNorm, get_init_and_expand_reduce_stream_functions
 from .utils import default, divisible_by, exists, new_fig
 
 # %% auto #0
-__all__ = ['RMSNorm', 'RotaryEmbedding', 'rotary_full_width', 'apply_rotary', 'plot_rotary', 'plot_rotary_pairs',
-           'animate_rotary_pairs', 'check_mask', 'flex_attend', 'causal_mask', 'attend', 'attention_weights',
-           'Attention', 'KVCache', 'FeedForward', 'TimeEmbedding', 'AdaptivePreNorm', 'token_rows', 'Transformer',
-           'plot_attention']
+__all__ = ['RotaryEmbedding', 'rotary_full_width', 'apply_rotary', 'plot_rotary', 'plot_rotary_pairs', 'animate_rotary_pairs',
+           'check_mask', 'flex_attend', 'causal_mask', 'attend', 'attention_weights', 'Attention', 'KVCache',
+           'FeedForward', 'TimeEmbedding', 'AdaptivePreNorm', 'token_rows', 'Transformer', 'plot_attention']
 
 # %% ../nbs/05_transformer.ipynb #22aa7aa9
 # einops letters (see transfusion_nb.utils.EINOPS_GLOSSARY):
@@ -28,23 +29,7 @@ __all__ = ['RMSNorm', 'RotaryEmbedding', 'rotary_full_width', 'apply_rotary', 'p
 #   i query positions, j key/value positions, m images in a sample (rows of a per-image `cond`),
 #   l layers (local to the key/value cache)
 
-# %% ../nbs/05_transformer.ipynb #e385ea4c
-class RMSNorm(nn.Module):
-    "RMS norm with a unit-offset gain: `x / rms(x) * (1 + gamma)`, `gamma` initialised at zero."
-    def __init__(self,
-                 dim:int, # width `d` of the last axis
-                 eps:float=1e-6, # added to the mean square
-                ):
-        super().__init__()
-        self.dim, self.eps = dim, eps
-        self.gamma = nn.Parameter(torch.zeros(dim))
-
-    def forward(self, x:Tensor) -> Tensor: # (..., d)
-        if x.shape[-1] != self.dim:
-            raise ValueError(f'RMSNorm: expected width {self.dim} on the last axis, got shape {tuple(x.shape)}')
-        return F.rms_norm(x, (self.dim,), self.gamma + 1., self.eps)
-
-# %% ../nbs/05_transformer.ipynb #e721efc5
+# %% ../nbs/05_transformer.ipynb #0227d529
 class RotaryEmbedding(nn.Module):
     "Rotary position embedding (Su et al. 2021, https://arxiv.org/abs/2104.09864): `(cos, sin)` of `pos * theta_k` per channel pair."
     def __init__(self,
@@ -68,10 +53,12 @@ class RotaryEmbedding(nn.Module):
         angles = rearrange(angles, 'b n e -> b 1 n e')
         return angles.cos(), angles.sin()
 
+# %% ../nbs/05_transformer.ipynb #f1ecc6e7
 def rotary_full_width(cos:Tensor, sin:Tensor) -> tuple[Tensor, Tensor]:
     "`(cos, sin)` of width e/2 widened to e: `[cos, cos]` and the signed `[-sin, sin]` (computed once, used by every layer)."
     return torch.cat((cos, cos), dim=-1), torch.cat((-sin, sin), dim=-1)
 
+# %% ../nbs/05_transformer.ipynb #a82a43ff
 def apply_rotary(t:Tensor, # queries or keys (..., n, e), channel k paired with k + e/2
                  cos:Tensor, # (..., n, e/2) from `RotaryEmbedding`, or (..., n, e) from `rotary_full_width`
                  sin:Tensor, # (..., n, e/2), or the signed (..., n, e)
@@ -129,6 +116,7 @@ def plot_rotary_pairs(pos:float, # the position whose rotation is drawn
     ax.axis('off')
     return ax
 
+# %% ../nbs/05_transformer.ipynb #fc90c4f5
 def animate_rotary_pairs(positions:Sequence[float]=range(0, 24), # one frame per position
                          dim_head:int=16, # width `e` of one head
                          theta:float=10000., # base of the frequency ladder
@@ -143,7 +131,7 @@ def animate_rotary_pairs(positions:Sequence[float]=range(0, 24), # one frame per
     plt.close(fig)
     return anim
 
-# %% ../nbs/05_transformer.ipynb #db4aa15c
+# %% ../nbs/05_transformer.ipynb #53c4bf71
 def _is_block_mask(mask:Any) -> bool:
     "True for a flex-attention `BlockMask` (imported lazily: flex attention is only needed on that path)."
     if mask is None or isinstance(mask, Tensor): return False
@@ -170,6 +158,7 @@ def check_mask(mask:Any, # None, a bool (b, i, j) tensor or a BlockMask
     if tuple(mask.seq_lengths) != (i, j):
         raise ValueError(f'{where}: the BlockMask was built for (queries, keys) = {tuple(mask.seq_lengths)}, expected {(i, j)}')
 
+# %% ../nbs/05_transformer.ipynb #66596cde
 _compiled_flex_attention = None
 
 def flex_attend(q:Tensor, k:Tensor, v:Tensor, block_mask) -> Tensor:
@@ -180,10 +169,12 @@ def flex_attend(q:Tensor, k:Tensor, v:Tensor, block_mask) -> Tensor:
     if _compiled_flex_attention is None: _compiled_flex_attention = torch.compile(flex_attention, dynamic=False)
     return _compiled_flex_attention(q, k, v, block_mask=block_mask)
 
+# %% ../nbs/05_transformer.ipynb #1063d4b2
 def causal_mask(i:int, j:int, device=None) -> Tensor:
     "Bool `(i, j)`: the last `i` of `j` positions, each seeing every key up to itself (the cache included)."
     return torch.ones(i, j, dtype=torch.bool, device=device).tril(j - i)
 
+# %% ../nbs/05_transformer.ipynb #cbf136cd
 def attend(q:Tensor, # queries (b, h, i, e)
            k:Tensor, # keys (b, h, j, e), the cache included
            v:Tensor, # values (b, h, j, e)
@@ -200,6 +191,7 @@ def attend(q:Tensor, # queries (b, h, i, e)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(i, j, q.device))
     return F.scaled_dot_product_attention(q, k, v, attn_mask=rearrange(mask, 'b i j -> b 1 i j'))
 
+# %% ../nbs/05_transformer.ipynb #93a332af
 def attention_weights(q:Tensor, k:Tensor, mask:Tensor|None=None) -> Tensor:
     "The softmax weights `(b, h, i, j)` that `attend` uses, materialised (for pictures; dense or causal masks only)."
     if _is_block_mask(mask): raise ValueError('attention_weights: needs a dense bool mask or None, got a BlockMask')
@@ -237,7 +229,7 @@ class Attention(nn.Module):
         if self.keep_weights: self.weights = attention_weights(q, k, mask)
         return self.to_out(rearrange(out, 'b h n e -> b n (h e)'))
 
-# %% ../nbs/05_transformer.ipynb #6284b137
+# %% ../nbs/05_transformer.ipynb #0c3e5b7b
 @dataclass
 class KVCache:
     "Rotated keys and values of every layer for positions `[0, length)`, in buffers with room for more."
@@ -245,55 +237,68 @@ class KVCache:
     values:Tensor # (l, b, h, capacity, e)
     length:int=0 # number of valid positions
 
-    @classmethod
-    def empty(cls,
-              depth:int, # number of layers `l`
-              batch:int, # batch `b`
-              heads:int, # heads `h`
-              dim_head:int, # width of one head `e`
-              capacity:int=256, # positions to allocate room for (grows when needed)
-              device=None, dtype=None):
-        "An empty cache with zeroed buffers for `capacity` positions (a slot a row never writes must stay finite: see below)."
-        shape = (depth, batch, heads, max(capacity, 1), dim_head)
-        return cls(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype), 0)
+# %% ../nbs/05_transformer.ipynb #50caf31d
+@patch_to(KVCache, cls_method=True)
+def empty(cls,
+          depth:int, # number of layers `l`
+          batch:int, # batch `b`
+          heads:int, # heads `h`
+          dim_head:int, # width of one head `e`
+          capacity:int=256, # positions to allocate room for (grows when needed)
+          device=None, dtype=None):
+    "An empty cache with zeroed buffers for `capacity` positions (a slot a row never writes must stay finite: see below)."
+    shape = (depth, batch, heads, max(capacity, 1), dim_head)
+    return cls(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype), 0)
 
-    def __len__(self) -> int: return self.length
-    @property
-    def capacity(self) -> int: return self.keys.shape[-2]
-    @property
-    def batch(self) -> int: return self.keys.shape[1]
+# %% ../nbs/05_transformer.ipynb #1fd1e284
+@patch_to(KVCache)
+def __len__(self) -> int: return self.length
 
-    def reserve(self, n:int) -> KVCache:
-        "This cache, or a copy in larger buffers (at least doubled) when `n` more positions do not fit."
-        need = self.length + n
-        if need <= self.capacity: return self
-        *lead, _, e = self.keys.shape
-        keys = self.keys.new_zeros((*lead, max(2 * self.capacity, need), e))
-        values = torch.zeros_like(keys)
-        keys[..., :self.length, :] = self.keys[..., :self.length, :]
-        values[..., :self.length, :] = self.values[..., :self.length, :]
-        return KVCache(keys, values, self.length)
+@patch_to(KVCache, as_prop=True)
+def capacity(self) -> int: return self.keys.shape[-2]
 
-    def write(self, layer:int, k:Tensor, v:Tensor) -> tuple[Tensor, Tensor]:
-        "Store `k`, `v` (b, h, n, e) of `layer` at `[length, length + n)`; return keys and values of `[0, length + n)`."
-        start, end = self.length, self.length + k.shape[-2]
-        if end > self.capacity: raise ValueError(f'KVCache.write: {end} positions do not fit in capacity {self.capacity} (call reserve first)')
-        if k.shape[:2] != self.keys.shape[1:3] or k.shape[-1] != self.keys.shape[-1] or k.dtype != self.keys.dtype:
-            raise ValueError(f'KVCache.write: keys of shape {tuple(k.shape)} and dtype {k.dtype} do not fit a cache of '
-                             f'(batch, heads, dim_head) = {tuple(self.keys.shape[1:3]) + (self.keys.shape[-1],)} and dtype {self.keys.dtype}')
-        self.keys[layer, :, :, start:end] = k.detach()
-        self.values[layer, :, :, start:end] = v.detach()
-        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+@patch_to(KVCache, as_prop=True)
+def batch(self) -> int: return self.keys.shape[1]
 
-    def advance(self, n:int) -> KVCache:
-        "The cache after `n` more positions were written (same buffers)."
-        if self.length + n > self.capacity: raise ValueError(f'KVCache.advance: {self.length + n} positions exceed capacity {self.capacity}')
-        return KVCache(self.keys, self.values, self.length + n)
+# %% ../nbs/05_transformer.ipynb #2094e4b0
+@patch_to(KVCache)
+def reserve(self, n:int) -> KVCache:
+    "This cache, or a copy in larger buffers (at least doubled) when `n` more positions do not fit."
+    need = self.length + n
+    if need <= self.capacity: return self
+    *lead, _, e = self.keys.shape
+    keys = self.keys.new_zeros((*lead, max(2 * self.capacity, need), e))
+    values = torch.zeros_like(keys)
+    keys[..., :self.length, :] = self.keys[..., :self.length, :]
+    values[..., :self.length, :] = self.values[..., :self.length, :]
+    return KVCache(keys, values, self.length)
 
-    def rollback(self, length:int) -> KVCache:
-        "The cache of the first `length` positions (same buffers): forget everything after them."
-        if not 0 <= length <= self.length: raise ValueError(f'KVCache.rollback: length must be in [0, {self.length}], got {length}')
-        return KVCache(self.keys, self.values, length)
+# %% ../nbs/05_transformer.ipynb #7117f432
+@patch_to(KVCache)
+def write(self, layer:int, k:Tensor, v:Tensor) -> tuple[Tensor, Tensor]:
+    "Store `k`, `v` (b, h, n, e) of `layer` at `[length, length + n)`; return keys and values of `[0, length + n)`."
+    start, end = self.length, self.length + k.shape[-2]
+    if end > self.capacity: raise ValueError(f'KVCache.write: {end} positions do not fit in capacity {self.capacity} (call reserve first)')
+    if k.shape[:2] != self.keys.shape[1:3] or k.shape[-1] != self.keys.shape[-1] or k.dtype != self.keys.dtype:
+        raise ValueError(f'KVCache.write: keys of shape {tuple(k.shape)} and dtype {k.dtype} do not fit a cache of '
+                         f'(batch, heads, dim_head) = {tuple(self.keys.shape[1:3]) + (self.keys.shape[-1],)} and dtype {self.keys.dtype}')
+    self.keys[layer, :, :, start:end] = k.detach()
+    self.values[layer, :, :, start:end] = v.detach()
+    return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+
+# %% ../nbs/05_transformer.ipynb #912bab32
+@patch_to(KVCache)
+def advance(self, n:int) -> KVCache:
+    "The cache after `n` more positions were written (same buffers)."
+    if self.length + n > self.capacity: raise ValueError(f'KVCache.advance: {self.length + n} positions exceed capacity {self.capacity}')
+    return KVCache(self.keys, self.values, self.length + n)
+
+# %% ../nbs/05_transformer.ipynb #1d59282f
+@patch_to(KVCache)
+def rollback(self, length:int) -> KVCache:
+    "The cache of the first `length` positions (same buffers): forget everything after them."
+    if not 0 <= length <= self.length: raise ValueError(f'KVCache.rollback: length must be in [0, {self.length}], got {length}')
+    return KVCache(self.keys, self.values, length)
 
 # %% ../nbs/05_transformer.ipynb #c289d64b
 class FeedForward(nn.Module):
@@ -315,9 +320,9 @@ class FeedForward(nn.Module):
         x, gate = self.proj_in(x).chunk(2, dim=-1)
         return self.proj_out(x * self.act(gate))
 
-# %% ../nbs/05_transformer.ipynb #b3de6627
+# %% ../nbs/05_transformer.ipynb #d4343ed8
 class TimeEmbedding(nn.Module):
-    "Diffusion time `t` in [0, 1] to a vector: sinusoidal features of `time_scale * t`, then Linear, SiLU, Linear."
+    "Diffusion time `t` in [0, 1] to a vector: `SinusoidalTimeEmbedding` of `time_scale * t`, then Linear, SiLU, Linear."
     def __init__(self,
                  dim_out:int, # width of the embedding (`d_cond`, or the patch vector width for time_cond='add')
                  dim_freq:int=256, # number of sinusoidal features (even)
@@ -326,17 +331,14 @@ class TimeEmbedding(nn.Module):
                 ):
         super().__init__()
         if not divisible_by(dim_freq, 2): raise ValueError(f'TimeEmbedding: dim_freq must be even, got {dim_freq}')
-        self.time_scale = time_scale
-        half = dim_freq // 2
-        self.register_buffer('freqs', torch.exp(-math.log(max_period) * torch.arange(half) / half), persistent=False)
+        self.sinusoid = SinusoidalTimeEmbedding(dim_freq, max_period, time_scale)   # no parameters: not in the state_dict
         self.mlp = nn.Sequential(nn.Linear(dim_freq, dim_out), nn.SiLU(), nn.Linear(dim_out, dim_out))
 
-    def forward(self, times:Tensor) -> Tensor: # float times of any shape (...) -> (..., dim_out)
+    def forward(self, times:Tensor) -> Tensor: # float times in [0, 1] of any shape (...) -> (..., dim_out)
         if not times.is_floating_point(): raise TypeError(f'TimeEmbedding: times must be float in [0, 1], got dtype {times.dtype}')
-        angles = times.float()[..., None] * self.time_scale * self.freqs
-        return self.mlp(torch.cat((angles.sin(), angles.cos()), dim=-1))
+        return self.mlp(self.sinusoid(times.float()))
 
-# %% ../nbs/05_transformer.ipynb #8931ec4f
+# %% ../nbs/05_transformer.ipynb #5ddeb682
 class AdaptivePreNorm(nn.Module):
     "Pre-norm around `fn`; with `dim_cond`, adaptive norm and an output gate on image tokens (adaLN-Zero, Peebles & Xie 2023)."
     def __init__(self,
@@ -356,36 +358,22 @@ class AdaptivePreNorm(nn.Module):
             nn.init.zeros_(self.to_mod.bias)
             if gate == 'sigmoid': nn.init.constant_(self.to_mod.bias[2 * dim:], -2.)
 
-    def modulation(self, cond:Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        "scale, shift, gate, each `(b, rows, d)`: one per row of `cond` (b, rows, d_cond)."
-        scale, shift, gate = self.to_mod(cond).chunk(3, dim=-1)
-        return scale, shift, (gate.sigmoid() if self.gate == 'sigmoid' else gate)
+# %% ../nbs/05_transformer.ipynb #99b3cfa3
+@patch_to(AdaptivePreNorm)
+def modulation(self, cond:Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    "scale, shift, gate, each `(b, rows, d)`: one per row of `cond` (b, rows, d_cond)."
+    scale, shift, gate = self.to_mod(cond).chunk(3, dim=-1)
+    return scale, shift, (gate.sigmoid() if self.gate == 'sigmoid' else gate)
 
-    def table(self, cond:Tensor) -> Tensor: # (b, m, d_cond) -> (b, 1 + m, 3d)
-        "One row `[gain, shift, gate]` per way a token is treated: row 0 text `[1 + gamma, 0, 1]`, row 1 + r image row r of `cond`."
-        scale, shift, gate = self.modulation(cond)
-        text = torch.cat((self.gamma + 1., torch.zeros_like(self.gamma), torch.ones_like(self.gamma)))
-        return torch.cat((text.expand(cond.shape[0], 1, -1), torch.cat((scale + 1., shift, gate), dim=-1)), dim=1)
+# %% ../nbs/05_transformer.ipynb #5a212467
+@patch_to(AdaptivePreNorm)
+def table(self, cond:Tensor) -> Tensor: # (b, m, d_cond) -> (b, 1 + m, 3d)
+    "One row `[gain, shift, gate]` per way a token is treated: row 0 text `[1 + gamma, 0, 1]`, row 1 + r image row r of `cond`."
+    scale, shift, gate = self.modulation(cond)
+    text = torch.cat((self.gamma + 1., torch.zeros_like(self.gamma), torch.ones_like(self.gamma)))
+    return torch.cat((text.expand(cond.shape[0], 1, -1), torch.cat((scale + 1., shift, gate), dim=-1)), dim=1)
 
-    def forward(self,
-                x:Tensor, # (b, n, d)
-                cond:Tensor|None=None, # (b, n, d_cond), (b, 1, d_cond), or (b, m, d_cond) with cond_index
-                is_image:Tensor|None=None, # bool (b, n): which tokens are modulated
-                cond_index:Tensor|None=None, # long (b, n): the row of `cond` for each token
-                rows:Tensor|None=None, # long (b, n): `token_rows(cond, is_image, cond_index)`, if already computed
-                **kwargs, # passed to `fn`
-               ) -> Tensor:
-        if not exists(cond): return self.fn(F.rms_norm(x, (self.dim,), (self.gamma + 1.).to(x.dtype), self.eps), **kwargs)
-        if not exists(self.dim_cond): raise ValueError('AdaptivePreNorm: got cond, but this block was built without dim_cond')
-        if cond.ndim == 2: cond = rearrange(cond, 'b d -> b 1 d')
-        rows = default(rows, lambda: token_rows(cond, is_image, cond_index))
-        table = self.table(cond)                                    # (b, 1 + m, 3d): per image, not per token
-        b, r, w = table.shape                                       # index_select on the flattened table: ~5x faster
-        flat = (rows + torch.arange(b, device=rows.device)[:, None] * r).flatten()   # than gather, forward and backward
-        gain, shift, gate = table.reshape(b * r, w).index_select(0, flat).view(*rows.shape, w).chunk(3, dim=-1)
-        h = torch.addcmul(shift, F.rms_norm(x, (self.dim,), None, self.eps), gain)   # text: x^ (1 + gamma) + 0
-        return self.fn(h, **kwargs) * gate                          # text: gate 1
-
+# %% ../nbs/05_transformer.ipynb #633c4dc0
 def token_rows(cond:Tensor, # (b, n, d_cond) per token, (b, 1, d_cond) per sample, or (b, m, d_cond) with cond_index
                is_image:Tensor, # bool (b, n)
                cond_index:Tensor|None=None, # long (b, n): row of `cond` for each token
@@ -396,6 +384,27 @@ def token_rows(cond:Tensor, # (b, n, d_cond) per token, (b, 1, d_cond) per sampl
     elif cond.ndim == 2 or cond.shape[1] == 1: r = torch.zeros(b, n, dtype=torch.long, device=is_image.device)
     else: r = torch.arange(n, device=is_image.device).expand(b, n)
     return torch.where(is_image, r + 1, 0)
+
+# %% ../nbs/05_transformer.ipynb #dd764b5c
+@patch_to(AdaptivePreNorm)
+def forward(self,
+            x:Tensor, # (b, n, d)
+            cond:Tensor|None=None, # (b, n, d_cond), (b, 1, d_cond), or (b, m, d_cond) with cond_index
+            is_image:Tensor|None=None, # bool (b, n): which tokens are modulated
+            cond_index:Tensor|None=None, # long (b, n): the row of `cond` for each token
+            rows:Tensor|None=None, # long (b, n): `token_rows(cond, is_image, cond_index)`, if already computed
+            **kwargs, # passed to `fn`
+           ) -> Tensor:
+    if not exists(cond): return self.fn(F.rms_norm(x, (self.dim,), (self.gamma + 1.).to(x.dtype), self.eps), **kwargs)
+    if not exists(self.dim_cond): raise ValueError('AdaptivePreNorm: got cond, but this block was built without dim_cond')
+    if cond.ndim == 2: cond = rearrange(cond, 'b d -> b 1 d')
+    rows = default(rows, lambda: token_rows(cond, is_image, cond_index))
+    table = self.table(cond)                                    # (b, 1 + m, 3d): per image, not per token
+    b, r, w = table.shape                                       # index_select on the flattened table: ~5x faster
+    flat = (rows + torch.arange(b, device=rows.device)[:, None] * r).flatten()   # than gather, forward and backward
+    gain, shift, gate = table.reshape(b * r, w).index_select(0, flat).view(*rows.shape, w).chunk(3, dim=-1)
+    h = torch.addcmul(shift, F.rms_norm(x, (self.dim,), None, self.eps), gain)   # text: x^ (1 + gamma) + 0
+    return self.fn(h, **kwargs) * gate                          # text: gate 1
 
 # %% ../nbs/05_transformer.ipynb #39c5a659
 def _check_inputs(model, x, pos, cond, is_image, cond_index, cache):
@@ -433,7 +442,7 @@ def _check_inputs(model, x, pos, cond, is_image, cond_index, cache):
         raise ValueError(f'Transformer: per-token cond must be ({b}, {n}, {model.dim_cond}), got {tuple(cond.shape)} '
                          f'(pass cond_index for one row per image)')
 
-# %% ../nbs/05_transformer.ipynb #bf375776
+# %% ../nbs/05_transformer.ipynb #822273d0
 class Transformer(nn.Module):
     "Pre-norm transformer for interleaved text and image tokens: rotary attention under any mask, SwiGLU, time conditioning, hyper-connections."
     def __init__(self,
@@ -468,54 +477,60 @@ class Transformer(nn.Module):
                                               init_hyper_conn(dim=dim, branch=ff, layer_index=2 * i + 1)]))
         self.norm = RMSNorm(dim)
 
-    def empty_cache(self, batch:int, capacity:int=256, device=None, dtype=None) -> KVCache:
-        "An empty `KVCache` that fits this model."
-        return KVCache.empty(self.depth, batch, self.heads, self.dim_head, capacity, device, default(dtype, torch.get_default_dtype()))
+# %% ../nbs/05_transformer.ipynb #8033ebe0
+@patch_to(Transformer)
+def empty_cache(self, batch:int, capacity:int=256, device=None, dtype=None) -> KVCache:
+    "An empty `KVCache` that fits this model."
+    return KVCache.empty(self.depth, batch, self.heads, self.dim_head, capacity, device, default(dtype, torch.get_default_dtype()))
 
-    def forward(self,
-                x:Tensor, # token vectors (b, n, d)
-                mask:Any=None, # None (causal), bool (b, n, cached + n) with True = may attend, or a BlockMask
-                pos:Tensor|None=None, # rotary positions (b, n); None: cache length + 0, 1, 2, ...
-                cond:Tensor|None=None, # time conditioning (b, n, d_cond), (b, d_cond), or (b, m, d_cond) with cond_index
-                is_image:Tensor|None=None, # bool (b, n): the tokens that `cond` modulates
-                cond_index:Tensor|None=None, # long (b, n): row of a per-image `cond` for each token
-                cache:KVCache|None=None, # keys and values of the tokens before `x`
-                use_cache:bool=False, # start a new cache when `cache` is None
-               ) -> tuple[Tensor, KVCache|None]: # output (b, n, d) and the new cache (None without a cache)
-        _check_inputs(self, x, pos, cond, is_image, cond_index, cache)
-        b, n, _ = x.shape
-        start = len(cache) if exists(cache) else 0
-        check_mask(mask, b, n, start + n, 'Transformer')
-        pos = default(pos, lambda: torch.arange(start, start + n, device=x.device).expand(b, n))
-        rotary = rotary_full_width(*self.rotary(pos))                # once for all layers
-        rows = None
-        if exists(cond):
-            cond = F.silu(cond)
-            if cond.ndim == 2: cond = rearrange(cond, 'b d -> b 1 d')
-            rows = token_rows(cond, is_image, cond_index)              # once for all layers
-        if use_cache and not exists(cache):
-            dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
-            cache = self.empty_cache(b, max(256, n), x.device, dtype)
-        if exists(cache): cache = cache.reserve(n)
-        cond_kwargs = dict(cond=cond, rows=rows)
-        x = self.expand_stream(x)
-        for layer, (attn, ff) in enumerate(self.layers):
-            x = attn(x, rotary=rotary, mask=mask, kv=(cache, layer) if exists(cache) else None, **cond_kwargs)
-            x = ff(x, **cond_kwargs)
-        x = self.reduce_stream(x)
-        return self.norm(x), (cache.advance(n) if exists(cache) else None)
+# %% ../nbs/05_transformer.ipynb #c1f23faf
+@patch_to(Transformer)
+def forward(self,
+            x:Tensor, # token vectors (b, n, d)
+            mask:Any=None, # None (causal), bool (b, n, cached + n) with True = may attend, or a BlockMask
+            pos:Tensor|None=None, # rotary positions (b, n); None: cache length + 0, 1, 2, ...
+            cond:Tensor|None=None, # time conditioning (b, n, d_cond), (b, d_cond), or (b, m, d_cond) with cond_index
+            is_image:Tensor|None=None, # bool (b, n): the tokens that `cond` modulates
+            cond_index:Tensor|None=None, # long (b, n): row of a per-image `cond` for each token
+            cache:KVCache|None=None, # keys and values of the tokens before `x`
+            use_cache:bool=False, # start a new cache when `cache` is None
+           ) -> tuple[Tensor, KVCache|None]: # output (b, n, d) and the new cache (None without a cache)
+    _check_inputs(self, x, pos, cond, is_image, cond_index, cache)
+    b, n, _ = x.shape
+    start = len(cache) if exists(cache) else 0
+    check_mask(mask, b, n, start + n, 'Transformer')
+    pos = default(pos, lambda: torch.arange(start, start + n, device=x.device).expand(b, n))
+    rotary = rotary_full_width(*self.rotary(pos))                # once for all layers
+    rows = None
+    if exists(cond):
+        cond = F.silu(cond)
+        if cond.ndim == 2: cond = rearrange(cond, 'b d -> b 1 d')
+        rows = token_rows(cond, is_image, cond_index)              # once for all layers
+    if use_cache and not exists(cache):
+        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+        cache = self.empty_cache(b, max(256, n), x.device, dtype)
+    if exists(cache): cache = cache.reserve(n)
+    cond_kwargs = dict(cond=cond, rows=rows)
+    x = self.expand_stream(x)
+    for layer, (attn, ff) in enumerate(self.layers):
+        x = attn(x, rotary=rotary, mask=mask, kv=(cache, layer) if exists(cache) else None, **cond_kwargs)
+        x = ff(x, **cond_kwargs)
+    x = self.reduce_stream(x)
+    return self.norm(x), (cache.advance(n) if exists(cache) else None)
 
-    @torch.no_grad()
-    def attention_maps(self, x:Tensor, **kwargs) -> Tensor:
-        "Softmax weights `(depth, b, h, n, j)` of every layer for `forward(x, **kwargs)` (dense or causal masks)."
-        attns = [attn.branch.fn for attn, _ in self.layers]
-        for a in attns: a.keep_weights = True
-        try: self(x, **kwargs)
-        finally:
-            for a in attns: a.keep_weights = False
-        maps = torch.stack([a.weights for a in attns])
-        for a in attns: a.weights = None
-        return maps
+# %% ../nbs/05_transformer.ipynb #0210292d
+@patch_to(Transformer)
+@torch.no_grad()
+def attention_maps(self, x:Tensor, **kwargs) -> Tensor:
+    "Softmax weights `(depth, b, h, n, j)` of every layer for `forward(x, **kwargs)` (dense or causal masks)."
+    attns = [attn.branch.fn for attn, _ in self.layers]
+    for a in attns: a.keep_weights = True
+    try: self(x, **kwargs)
+    finally:
+        for a in attns: a.keep_weights = False
+    maps = torch.stack([a.weights for a in attns])
+    for a in attns: a.weights = None
+    return maps
 
 # %% ../nbs/05_transformer.ipynb #db7d8ebd
 def plot_attention(weights:Tensor, # softmax weights (i, j) of one head
