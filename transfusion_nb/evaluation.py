@@ -13,66 +13,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .utils import exists, default, new_fig
-from .data import DIGIT_WORDS
-import transfusion_nb.sampling  # attaches the generation methods to Transfusion, WordTokenizer, load_digits_split, to_unit_range
+from .utils import exists, default, new_fig, seeded, show_images
+from .data import DIGIT_WORDS, WordTokenizer, digits_tokenizer, load_digits_split, to_unit_range
+import transfusion_nb.sampling  # noqa: F401 (attaches the generation methods to Transfusion)
 
 # %% auto #0
-__all__ = ['check_digit_images', 'DigitJudge', 'digits_judge', 'judge_images', 'accuracy', 'confusion_matrix', 'plot_confusion',
+__all__ = ['accuracy', 'confusion_matrix', 'plot_confusion', 'check_digit_images', 'DigitJudge', 'digits_judge', 'judge_images',
            'mean_pairwise_distance', 'diversity_by_digit', 'plot_diversity', 'gaussian_stats', 'frechet_distance',
            'pixel_frechet', 'frechet_floor', 'plot_frechet_floor', 'score_text_to_image', 'summarize_text_to_image',
            'plot_judged', 'caption_to_label', 'score_captions', 'generate_digits', 'caption_digits', 'evaluate_digits',
            'metrics_summary', 'guidance_sweep', 'plot_guidance_sweep']
 
-# %% ../nbs/11_evaluation.ipynb #1dbe9672
-def check_digit_images(
-    images: Any,  # (b, 1, 8, 8) images in [-1, 1], tensor or array
-    where: str = 'images',  # how the error message names the input
-    min_count: int = 1,  # the fewest images accepted
-) -> Tensor:
-    "`images` as a float tensor `(b, 1, 8, 8)`, or a clear error saying what was expected and what came."
-    if not isinstance(images, (Tensor, np.ndarray)):
-        raise TypeError(f'{where}: expected a tensor of images (b, 1, 8, 8), got {type(images).__name__}')
-    images = torch.as_tensor(images).detach().cpu()
-    if not images.dtype.is_floating_point:
-        raise TypeError(f'{where}: expected float images in [-1, 1], got dtype {images.dtype}')
-    if images.ndim != 4 or tuple(images.shape[1:]) != (1, 8, 8):
-        raise ValueError(f'{where}: expected images of shape (b, 1, 8, 8), got {tuple(images.shape)}')
-    if len(images) < min_count: raise ValueError(f'{where}: expected at least {min_count} image(s), got {len(images)}')
-    if not torch.isfinite(images).all(): raise ValueError(f'{where}: the images contain NaN or inf')
-    return images.float()
-
-def _features(images: Tensor) -> np.ndarray:
-    "Flattened [0, 1] intensities `(b, 64)` as float64, the space every metric here works in."
-    return to_unit_range(images).reshape(len(images), -1).double().numpy()  # (b, k)
-
-class DigitJudge:
-    "An RBF support-vector classifier trained on the digits train split; reads `(b, 1, 8, 8)` images in [-1, 1]."
-    def __init__(self, test_size: float = 0.25, seed: int = 0):
-        from sklearn.svm import SVC
-        s = load_digits_split(test_size, seed)
-        self.svc = SVC(kernel='rbf').fit(_features(s.x_train), s.y_train.numpy())
-        self.test_accuracy = accuracy(self.predict(s.x_test), s.y_test)
-        self.test_size, self.seed = test_size, seed
-
-    def predict(self, images: Tensor) -> Tensor:
-        "The judged digit of each image, `(b,)` long."
-        images = check_digit_images(images, 'DigitJudge')
-        return torch.from_numpy(self.svc.predict(_features(images))).long()
-
-    __call__ = predict
-    def __repr__(self) -> str: return f'DigitJudge(RBF SVC, test accuracy {self.test_accuracy:.4f}, split seed {self.seed})'
-
-@lru_cache(maxsize=4)
-def digits_judge(test_size: float = 0.25, seed: int = 0) -> DigitJudge:
-    "The judge for the digits split `(test_size, seed)`, trained once per process."
-    return DigitJudge(test_size, seed)
-
-def judge_images(images: Tensor, judge: DigitJudge | None = None) -> Tensor:
-    "The digit the judge sees in each image `(b, 1, 8, 8)` in [-1, 1], as `(b,)` long."
-    return default(judge, digits_judge).predict(images)
-
-# %% ../nbs/11_evaluation.ipynb #019557ac
+# %% ../nbs/11_evaluation.ipynb #739da7a3
 def accuracy(pred: Tensor, target: Tensor) -> float:
     "The share of `pred` equal to `target`; both `(b,)` integer labels."
     pred, target = torch.as_tensor(pred), torch.as_tensor(target)
@@ -81,6 +33,7 @@ def accuracy(pred: Tensor, target: Tensor) -> float:
     if len(pred) == 0: raise ValueError('accuracy: expected at least one prediction, got none')
     return (pred == target).double().mean().item()
 
+# %% ../nbs/11_evaluation.ipynb #a16593a7
 def confusion_matrix(
     pred: Tensor,  # (b,) predicted class, -1 for "no class" when `invalid_column`
     target: Tensor,  # (b,) true class
@@ -100,6 +53,7 @@ def confusion_matrix(
     col = torch.where(pred < 0, torch.full_like(pred, num_classes), pred)
     return torch.bincount(target * ncols + col, minlength=num_classes * ncols).reshape(num_classes, ncols)
 
+# %% ../nbs/11_evaluation.ipynb #dbac4a64
 def plot_confusion(
     cm: Tensor,  # (classes, classes [+1]) counts, rows = true class
     classes: Sequence[str] | None = None,  # row names (default 0 .. n-1)
@@ -123,21 +77,64 @@ def plot_confusion(
     ax.set_title(f'{title}{": " if title else ""}accuracy {acc:.3f}', fontsize=9)
     return ax
 
-# %% ../nbs/11_evaluation.ipynb #cdc0286b
+# %% ../nbs/11_evaluation.ipynb #1a0aa054
+def check_digit_images(
+    images: Any,  # (b, 1, 8, 8) images in [-1, 1], tensor or array
+    where: str = 'images',  # how the error message names the input
+    min_count: int = 1,  # the fewest images accepted
+) -> Tensor:
+    "`images` as a float tensor `(b, 1, 8, 8)`, or a clear error saying what was expected and what came."
+    if not isinstance(images, (Tensor, np.ndarray)):
+        raise TypeError(f'{where}: expected a tensor of images (b, 1, 8, 8), got {type(images).__name__}')
+    images = torch.as_tensor(images).detach().cpu()
+    if not images.dtype.is_floating_point:
+        raise TypeError(f'{where}: expected float images in [-1, 1], got dtype {images.dtype}')
+    if images.ndim != 4 or tuple(images.shape[1:]) != (1, 8, 8):
+        raise ValueError(f'{where}: expected images of shape (b, 1, 8, 8), got {tuple(images.shape)}')
+    if len(images) < min_count: raise ValueError(f'{where}: expected at least {min_count} image(s), got {len(images)}')
+    if not torch.isfinite(images).all(): raise ValueError(f'{where}: the images contain NaN or inf')
+    return images.float()
+
+def _features(images: Tensor) -> np.ndarray:
+    "Flattened [0, 1] intensities `(b, 64)` as float64, the space every metric here works in."
+    return to_unit_range(images).reshape(len(images), -1).double().numpy()  # (b, k)
+
+# %% ../nbs/11_evaluation.ipynb #d9ce00ab
+class DigitJudge:
+    "An RBF support-vector classifier trained on the digits train split; reads `(b, 1, 8, 8)` images in [-1, 1]."
+    def __init__(self, test_size: float = 0.25, seed: int = 0):
+        from sklearn.svm import SVC
+        s = load_digits_split(test_size, seed)
+        self.svc = SVC(kernel='rbf').fit(_features(s.x_train), s.y_train.numpy())
+        self.test_accuracy = accuracy(self.predict(s.x_test), s.y_test)
+        self.test_size, self.seed = test_size, seed
+
+    def predict(self, images: Tensor) -> Tensor:
+        "The judged digit of each image, `(b,)` long."
+        images = check_digit_images(images, 'DigitJudge')
+        return torch.from_numpy(self.svc.predict(_features(images))).long()
+
+    __call__ = predict
+    def __repr__(self) -> str: return f'DigitJudge(RBF SVC, test accuracy {self.test_accuracy:.4f}, split seed {self.seed})'
+
+# %% ../nbs/11_evaluation.ipynb #92113c7d
+@lru_cache(maxsize=4)
+def digits_judge(test_size: float = 0.25, seed: int = 0) -> DigitJudge:
+    "The judge for the digits split `(test_size, seed)`, trained once per process."
+    return DigitJudge(test_size, seed)
+
+# %% ../nbs/11_evaluation.ipynb #c149552c
+def judge_images(images: Tensor, judge: DigitJudge | None = None) -> Tensor:
+    "The digit the judge sees in each image `(b, 1, 8, 8)` in [-1, 1], as `(b,)` long."
+    return default(judge, digits_judge).predict(images)
+
+# %% ../nbs/11_evaluation.ipynb #0bada2cc
 def mean_pairwise_distance(images: Tensor) -> float:
     "Mean Euclidean distance between all pairs of images `(b, 1, 8, 8)` in [-1, 1], measured in [0, 1] intensities."
     images = check_digit_images(images, 'mean_pairwise_distance', min_count=2)
     return torch.pdist(torch.from_numpy(_features(images))).mean().item()
 
-def diversity_by_digit(
-    images_by_digit: Mapping[int, Tensor],  # digit -> (b, 1, 8, 8) images in [-1, 1]
-    reference: tuple[Tensor, Tensor] | None = None,  # real (images, labels); default: the digits test split
-) -> dict[int, dict[str, float]]:
-    "For each digit, the mean pairwise distance of `images_by_digit[d]` and of the real images of `d`."
-    ref_x, ref_y = default(reference, lambda: (lambda s: (s.x_test, s.y_test))(load_digits_split()))
-    return {d: {'generated': mean_pairwise_distance(x), 'real': mean_pairwise_distance(ref_x[ref_y == d])}
-            for d, x in _check_by_digit(images_by_digit, 'diversity_by_digit', min_count=2).items()}
-
+# %% ../nbs/11_evaluation.ipynb #219aa3c6
 def _check_by_digit(images_by_digit: Mapping[int, Tensor], where: str, min_count: int = 1) -> dict[int, Tensor]:
     if not isinstance(images_by_digit, Mapping) or not images_by_digit:
         raise TypeError(f'{where}: expected a non-empty dict {{digit: images (b, 1, 8, 8)}}, got {type(images_by_digit).__name__}')
@@ -148,13 +145,23 @@ def _check_by_digit(images_by_digit: Mapping[int, Tensor], where: str, min_count
         out[int(d)] = check_digit_images(x, f'{where}, digit {d}', min_count)
     return dict(sorted(out.items()))
 
-# %% ../nbs/11_evaluation.ipynb #570220fe
+def diversity_by_digit(
+    images_by_digit: Mapping[int, Tensor],  # digit -> (b, 1, 8, 8) images in [-1, 1]
+    reference: tuple[Tensor, Tensor] | None = None,  # real (images, labels); default: the digits test split
+) -> dict[int, dict[str, float]]:
+    "For each digit, the mean pairwise distance of `images_by_digit[d]` and of the real images of `d`."
+    ref_x, ref_y = default(reference, lambda: (lambda s: (s.x_test, s.y_test))(load_digits_split()))
+    return {d: {'generated': mean_pairwise_distance(x), 'real': mean_pairwise_distance(ref_x[ref_y == d])}
+            for d, x in _check_by_digit(images_by_digit, 'diversity_by_digit', min_count=2).items()}
+
+# %% ../nbs/11_evaluation.ipynb #c89f28a1
 def plot_diversity(
     diversity: Mapping[int, Mapping[str, float]],  # `diversity_by_digit` output (one or more named columns)
     title: str = '',  # figure title
+    ax=None,  # draw into this axes, else a new figure
 ):
-    "Bar chart of mean pairwise distance per digit, one bar per column ('generated', 'real', ...)."
-    fig, ax = new_fig(1, 1, figsize=(6.5, 2.4))
+    "Bar chart of mean pairwise distance per digit, one bar per column ('generated', 'real', ...); returns the axes."
+    if not exists(ax): _, ax = new_fig(1, 1, figsize=(6.5, 2.4))
     digits = list(diversity)
     names = list(next(iter(diversity.values())))
     width = 0.8 / len(names)
@@ -163,10 +170,10 @@ def plot_diversity(
     ax.set_xticks(range(len(digits)), [DIGIT_WORDS[d] for d in digits], fontsize=8)
     ax.set_ylabel('mean pairwise distance', fontsize=8); ax.legend(fontsize=7, ncol=len(names), frameon=False, loc='upper center')
     ax.set_ylim(0, ax.get_ylim()[1] * 1.2); ax.set_title(title, fontsize=9)
-    fig.tight_layout()
+    ax.figure.tight_layout()
     return ax
 
-# %% ../nbs/11_evaluation.ipynb #449ff8a1
+# %% ../nbs/11_evaluation.ipynb #a43fade9
 def gaussian_stats(features: Any) -> tuple[Tensor, Tensor]:
     "Mean `(k,)` and unbiased covariance `(k, k)` of `features` `(b, k)`, in float64."
     f = torch.as_tensor(np.asarray(features) if not isinstance(features, Tensor) else features).double()
@@ -176,6 +183,7 @@ def gaussian_stats(features: Any) -> tuple[Tensor, Tensor]:
     fc = f - mu
     return mu, fc.T @ fc / (len(f) - 1)  # (k,), (k, k)
 
+# %% ../nbs/11_evaluation.ipynb #00acbfec
 def _psd_sqrt(s: Tensor) -> Tensor:
     vals, vecs = torch.linalg.eigh(s)
     return (vecs * vals.clamp(min=0).sqrt()) @ vecs.T
@@ -190,13 +198,14 @@ def frechet_distance(a: Any, b: Any) -> float:
     fd = (mu_a - mu_b).pow(2).sum() + s_a.trace() + s_b.trace() - 2 * tr_covmean
     return max(fd.item(), 0.)
 
+# %% ../nbs/11_evaluation.ipynb #a7493551
 def pixel_frechet(images_a: Tensor, images_b: Tensor) -> float:
     "Fréchet distance between two sets of images `(b, 1, 8, 8)` in [-1, 1], over their [0, 1] intensities."
     a = check_digit_images(images_a, 'pixel_frechet, first set', min_count=2)
     b = check_digit_images(images_b, 'pixel_frechet, second set', min_count=2)
     return frechet_distance(_features(a), _features(b))
 
-# %% ../nbs/11_evaluation.ipynb #9e34b0a1
+# %% ../nbs/11_evaluation.ipynb #4873c832
 @lru_cache(maxsize=64)
 def frechet_floor(
     n_per_digit: int | None = None,  # train images per digit; None: the whole train split
@@ -217,23 +226,25 @@ def frechet_floor(
         return torch.cat([s.x_train[i[torch.randperm(len(i), generator=g)[:n_per_digit]]] for i in idx])
     return float(np.mean([pixel_frechet(draw(), s.x_test) for _ in range(draws)]))
 
+# %% ../nbs/11_evaluation.ipynb #4965c470
 def plot_frechet_floor(
     ns: Sequence[int] = (2, 4, 8, 16, 32, 64, 128),  # images per digit
     draws: int = 5,  # random draws per point
     measured: Mapping[str, tuple[int, float]] | None = None,  # name -> (images per digit, Fréchet distance) to mark
+    ax=None,  # draw into this axes, else a new figure
 ):
-    "The Fréchet floor (real train vs test) against the number of images per digit, with measured points marked."
-    fig, ax = new_fig(1, 1, figsize=(5, 2.8))
+    "The Fréchet floor (real train vs test) against the number of images per digit, with measured points marked; returns the axes."
+    if not exists(ax): _, ax = new_fig(1, 1, figsize=(5, 2.8))
     ax.plot(ns, [frechet_floor(n, draws) for n in ns], 'o-', label='real train images vs test split')
     ax.axhline(frechet_floor(), color='gray', ls='--', lw=1, label=f'whole train split: {frechet_floor():.3f}')
     for name, (n, fd) in default(measured, {}).items(): ax.plot([n], [fd], '*', ms=11, label=f'{name}: {fd:.3f}')
     ax.set_xscale('log', base=2); ax.set_yscale('log')
     ax.set_xlabel('images per digit'); ax.set_ylabel('Fréchet distance ([0, 1] pixels)')
     ax.legend(fontsize=7, frameon=False); ax.set_title('the floor depends on the sample size', fontsize=9)
-    fig.tight_layout()
+    ax.figure.tight_layout()
     return ax
 
-# %% ../nbs/11_evaluation.ipynb #37002e0d
+# %% ../nbs/11_evaluation.ipynb #37831604
 def score_text_to_image(
     images_by_digit: Mapping[int, Tensor],  # digit asked for -> generated images (b, 1, 8, 8) in [-1, 1]
     judge: DigitJudge | None = None,  # default: `digits_judge()`
@@ -264,43 +275,42 @@ def score_text_to_image(
         'n': len(images),
     }
 
+# %% ../nbs/11_evaluation.ipynb #fc503acf
 def summarize_text_to_image(scores: Mapping[str, Any]) -> str:
     "One line: accuracy, diversity ratio, Fréchet distance beside its floor."
     return (f"accuracy {scores['accuracy']:.3f}  diversity ratio {scores['diversity_ratio']:.2f}  "
             f"Fréchet {scores['frechet']:.3f} (floor {scores['frechet_floor']:.3f} at this size)  n={scores['n']}")
 
-# %% ../nbs/11_evaluation.ipynb #7ee4bad5
+# %% ../nbs/11_evaluation.ipynb #327eea55
 def plot_judged(
     images_by_digit: Mapping[int, Tensor],  # digit asked for -> images (b, 1, 8, 8) in [-1, 1]
     judge: DigitJudge | None = None,  # default: `digits_judge()`
     ncols: int = 8,  # images shown per digit
+    axs=None,  # (digits, ncols) axes to draw into, else a new figure
 ):
     "One row per requested digit, the judge's label above each image (red when it differs); returns the axes."
     by_digit = _check_by_digit(images_by_digit, 'plot_judged')
     judge = default(judge, digits_judge)
-    nrows, cell = len(by_digit), 12  # each image sits in a 12x12 cell: 8x8 pixels, room above for the label
-    mosaic = np.full((nrows * cell, ncols * cell - 4), np.nan)
-    _, ax = new_fig(1, 1, figsize=(0.62 * ncols + 0.5, 0.7 * nrows))
-    for r, (d, x) in enumerate(by_digit.items()):
-        x = x[:ncols]
-        for k, (img, j) in enumerate(zip(to_unit_range(x[:, 0]).numpy(), judge(x).tolist())):
-            mosaic[r * cell + 3: r * cell + 11, k * cell: k * cell + 8] = img
-            ax.text(k * cell + 3.5, r * cell + 2.2, str(j), ha='center', va='bottom', fontsize=7,
-                    color='black' if j == d else 'red')
-    ax.imshow(mosaic, cmap='gray', vmin=0, vmax=1)
-    ax.set_yticks([r * cell + 6.5 for r in range(nrows)], [DIGIT_WORDS[d] for d in by_digit], fontsize=7)
-    ax.set_xticks([]); ax.tick_params(length=0)
-    for sp in ax.spines.values(): sp.set_visible(False)
-    ax.set_title('requested digit (rows); the judge\'s reading above each image', fontsize=8)
-    return ax
+    h = 0.75 * len(by_digit) + 0.35  # figure height (inches): the rows and room for the title
+    if not exists(axs):
+        fig, axs = new_fig(len(by_digit), ncols, figsize=(0.6 * ncols + 0.6, h), squeeze=False)
+        fig.subplots_adjust(left=0.1, right=0.98, bottom=0.02, top=1 - 0.45 / h, hspace=0.5)
+    for row, (d, x) in zip(axs, by_digit.items()):
+        seen = judge(x[:ncols]).tolist()
+        show_images(x[:ncols], titles=[str(j) for j in seen], axs=row, title_size=7)
+        for ax, j in zip(row, seen): ax.title.set_color('black' if j == d else 'red')
+        row[0].text(-0.25, 0.5, DIGIT_WORDS[d], transform=row[0].transAxes, ha='right', va='center', fontsize=7)
+    axs[0][0].figure.suptitle("requested digit (rows); the judge's reading above each image", fontsize=8, y=1 - 0.06 / h)
+    return axs
 
-# %% ../nbs/11_evaluation.ipynb #fddc5886
+# %% ../nbs/11_evaluation.ipynb #7a9323b2
 def caption_to_label(caption: str, classes: Sequence[str] = DIGIT_WORDS) -> int:
     "The index of the class `caption` names (lower-cased, spaces normalised), or -1 when it names none."
     if not isinstance(caption, str): raise TypeError(f'caption_to_label: expected a str, got {type(caption).__name__}')
     text = ' '.join(caption.lower().split())
     return {c.lower(): k for k, c in enumerate(classes)}.get(text, -1)
 
+# %% ../nbs/11_evaluation.ipynb #8c7f741b
 def score_captions(
     predicted: Sequence[str | Tensor],  # one caption per image: text, or 1-D long token ids
     labels: Tensor,  # (b,) the images' true classes
@@ -328,7 +338,7 @@ def score_captions(
         'n': len(labels),
     }
 
-# %% ../nbs/11_evaluation.ipynb #6dae0f97
+# %% ../nbs/11_evaluation.ipynb #e319072b
 def _batched(items: Sequence, size: int):
     for i in range(0, len(items), size): yield items[i:i + size]
 
@@ -343,7 +353,6 @@ def generate_digits(
     batch_size: int = 500,  # images generated at once
 ) -> dict[int, Tensor]:
     "Ask `model` for each digit `n_per_digit` times, the digit's word as the prompt: `{digit: images (n, 1, 8, 8)}`."
-    from transfusion_nb.data import digits_tokenizer
     tokenizer = default(tokenizer, digits_tokenizer)
     if n_per_digit < 1: raise ValueError(f'generate_digits: n_per_digit must be at least 1, got {n_per_digit}')
     asked = [d for d in digits for _ in range(n_per_digit)]
@@ -351,7 +360,6 @@ def generate_digits(
     if hasattr(model, 'eval'): model.eval()
     out = []
     try:
-        from transfusion_nb.utils import seeded
         with torch.no_grad(), seeded(seed) as g:
             for chunk in _batched(asked, batch_size):
                 prompts = [tokenizer.encode(DIGIT_WORDS[d]) for d in chunk]
@@ -361,6 +369,7 @@ def generate_digits(
     images = torch.cat(out).clamp(-1, 1)
     return {d: images[k * n_per_digit:(k + 1) * n_per_digit] for k, d in enumerate(digits)}
 
+# %% ../nbs/11_evaluation.ipynb #ce1ddb4c
 def caption_digits(
     model: Any,  # has `caption(images, max_tokens=, eos_id=)` returning token ids
     images: Tensor,  # (b, 1, 8, 8) in [-1, 1]
@@ -369,7 +378,6 @@ def caption_digits(
     batch_size: int = 500,  # images captioned at once
 ) -> list[str]:
     "The model's caption of each image, decoded to text (greedy, stopping at `<eos>`)."
-    from transfusion_nb.data import digits_tokenizer
     tokenizer = default(tokenizer, digits_tokenizer)
     images = check_digit_images(images, 'caption_digits')
     was_training = getattr(model, 'training', False)
@@ -385,7 +393,7 @@ def caption_digits(
         if was_training: model.train()
     return texts
 
-# %% ../nbs/11_evaluation.ipynb #f77aa22d
+# %% ../nbs/11_evaluation.ipynb #e0e875b1
 def evaluate_digits(
     model: Any,  # a trained model (generate_images, caption)
     tokenizer: WordTokenizer | None = None,  # default: `digits_tokenizer()`
@@ -406,6 +414,7 @@ def evaluate_digits(
     return {'text_to_image': t2i, 'captioning': cap, 'judge_test_accuracy': judge.test_accuracy,
             'images': by_digit, 'captions': captions}
 
+# %% ../nbs/11_evaluation.ipynb #d5d81482
 def metrics_summary(ev: Mapping[str, Any]) -> dict[str, Any]:
     "The JSON-friendly numbers of `evaluate_digits`' output (no tensors, no images)."
     t, c = ev['text_to_image'], ev['captioning']
@@ -415,7 +424,7 @@ def metrics_summary(ev: Mapping[str, Any]) -> dict[str, Any]:
             'captioning_invalid': c['invalid'], 'captioned_images': c['n'], 'judge_test_accuracy': ev['judge_test_accuracy'],
             'text_to_image_confusion': t['confusion'].tolist(), 'captioning_confusion': c['confusion'].tolist()}
 
-# %% ../nbs/11_evaluation.ipynb #a429bb62
+# %% ../nbs/11_evaluation.ipynb #2cb107c3
 def guidance_sweep(
     model: Any,  # a trained model (generate_images)
     scales: Sequence[float] = (1., 1.5, 2., 3., 5.),  # guidance scales w to try
@@ -433,6 +442,7 @@ def guidance_sweep(
                      'frechet': sc['frechet'], 'frechet_floor': sc['frechet_floor']})
     return rows
 
+# %% ../nbs/11_evaluation.ipynb #84a15f6f
 def plot_guidance_sweep(
     rows: Sequence[Mapping[str, float]],  # `guidance_sweep` output
     title: str = '',  # figure title
