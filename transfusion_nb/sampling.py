@@ -4,27 +4,30 @@
 
 # %% ../nbs/08_sampling.ipynb #7598fda1
 from __future__ import annotations
-from dataclasses import dataclass
-from typing import Any, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch_to
 from torch import Tensor
 
 from .masks import rotary_positions
 from .transformer import KVCache
-from .model import Transfusion, resolve_shape
-from .utils import default, exists, new_fig
+from .sequence import resolve_shape
+from .model import Transfusion
+from .utils import default, exists
 
 # %% auto #0
-__all__ = ['filter_logits', 'sample_next', 'DecodeState', 'GenerationMixin', 'plot_generated']
+__all__ = ['MAX_SHAPE_CHARS', 'filter_logits', 'sample_next', 'DecodeState', 'Phase', 'allowed_tokens', 'RowState']
 
 # %% ../nbs/08_sampling.ipynb #a37f62ea
 # einops letters (see transfusion_nb.utils.EINOPS_GLOSSARY):
 #   b batch (rows being generated), n tokens, v vocabulary, c/y/x image channels/height/width,
 #   i new tokens (queries), j cached + new tokens (keys), g rows that generate one image together (local)
 
-# %% ../nbs/08_sampling.ipynb #e10d8ad0
+# %% ../nbs/08_sampling.ipynb #739d4edb
 def filter_logits(logits:Tensor, # (..., v)
                   top_k:int|None=None, # keep the k largest
                   min_p:float|None=None, # keep tokens with p >= min_p * max p
@@ -40,6 +43,7 @@ def filter_logits(logits:Tensor, # (..., v)
         logits = logits.masked_fill(probs < min_p * probs.amax(dim=-1, keepdim=True), float('-inf'))
     return logits
 
+# %% ../nbs/08_sampling.ipynb #8b41e3d5
 def sample_next(logits:Tensor, # (b, v)
                 temperature:float=1., # 0: greedy
                 top_k:int|None=None, min_p:float|None=None,
@@ -79,270 +83,312 @@ class DecodeState:
         new = torch.ones(i, i, dtype=torch.bool, device=prefix.device).tril()
         return torch.cat([prefix[:, None, :].expand(-1, i, L), new.expand(prefix.shape[0], i, i)], dim=-1)
 
-# %% ../nbs/08_sampling.ipynb #1318fafc
-class GenerationMixin:
-    "Generation for `Transfusion`: prefill, cached text steps, image blocks by diffusion, and the three entry points."
+# %% ../nbs/08_sampling.ipynb #fc913bbe
+@patch_to(Transfusion)
+@torch.no_grad()
+def prefill(self:Transfusion,
+            prompts:list, # samples, as for training: lists of text and image items
+            extra:int=0, # room to reserve in the cache for tokens to come
+           ) -> tuple[DecodeState, Tensor]: # the state and the next-token logits (b, v)
+    "Run the prompts once, keeping every layer's keys and values."
+    packed = self.pack(prompts)
+    b, n = packed.ids.shape
+    m = packed.modality_positions.shape[1]
+    tau = torch.ones(b, m, device=self.device)
+    group_images = [torch.stack([packed.slots[k].image for k in g.members]).to(self.device) for g in packed.groups]
+    h, cache = self.hidden(packed, group_images, tau, use_cache=True)
+    rows = torch.arange(b, device=self.device)
+    last = packed.seq_lens - 1
+    valid = torch.arange(n, device=self.device) < packed.seq_lens[:, None]
+    pos = rotary_positions(packed.modality_positions, n)[rows, last] + 1
+    state = DecodeState(cache, valid, pos, bool(valid.all())).reserve(extra)
+    return state, self.to_logits(h[rows, last])
 
-    @torch.no_grad()
-    def prefill(self,
-                prompts:list, # samples, as for training: lists of text and image items
-                extra:int=0, # room to reserve in the cache for tokens to come
-               ) -> tuple[DecodeState, Tensor]: # the state and the next-token logits (b, v)
-        "Run the prompts once, keeping every layer's keys and values."
-        packed = self.pack(prompts)
-        b, n = packed.ids.shape
-        m = packed.modality_positions.shape[1]
-        tau = torch.ones(b, m, device=self.device)
-        group_images = [torch.stack([packed.slots[k].image for k in g.members]).to(self.device) for g in packed.groups]
-        h, cache = self.hidden(packed, group_images, tau, use_cache=True)
-        rows = torch.arange(b, device=self.device)
-        last = packed.seq_lens - 1
-        valid = torch.arange(n, device=self.device) < packed.seq_lens[:, None]
-        pos = rotary_positions(packed.modality_positions, n)[rows, last] + 1
-        state = DecodeState(cache, valid, pos, bool(valid.all())).reserve(extra)
-        return state, self.to_logits(h[rows, last])
+# %% ../nbs/08_sampling.ipynb #914550ca
+@patch_to(Transfusion)
+@torch.no_grad()
+def append_tokens(self:Transfusion, state:DecodeState,
+                  ids:Tensor, # (b, i) long: the next tokens of every row
+                 ) -> Tensor: # (b, v) logits after the last of them
+    "Feed tokens to every row through the cache (in place); return the next-token logits."
+    b, i = ids.shape
+    if b != state.batch: raise ValueError(f'append_tokens: expected ids for {state.batch} rows, got shape {tuple(ids.shape)}')
+    state.reserve(i)
+    mask = None if (state.dense and i == 1) else state.key_mask(None, i)
+    pos = state.pos[:, None] + torch.arange(i, device=ids.device)
+    h, state.cache = self.transformer(self.token_emb(ids), mask=mask, pos=pos, cache=state.cache)
+    state.valid[:, state.length - i:state.length] = True
+    state.pos = state.pos + i
+    return self.to_logits(h[:, -1])
 
-    @torch.no_grad()
-    def append_tokens(self, state:DecodeState,
-                      ids:Tensor, # (b, i) long: the next tokens of every row
-                     ) -> Tensor: # (b, v) logits after the last of them
-        "Feed tokens to every row through the cache (in place); return the next-token logits."
-        b, i = ids.shape
-        if b != state.batch: raise ValueError(f'append_tokens: expected ids for {state.batch} rows, got shape {tuple(ids.shape)}')
-        state.reserve(i)
-        mask = None if (state.dense and i == 1) else state.key_mask(None, i)
-        pos = state.pos[:, None] + torch.arange(i, device=ids.device)
-        h, state.cache = self.transformer(self.token_emb(ids), mask=mask, pos=pos, cache=state.cache)
-        state.valid[:, state.length - i:state.length] = True
-        state.pos = state.pos + i
-        return self.to_logits(h[:, -1])
+# %% ../nbs/08_sampling.ipynb #bdad06cc
+@patch_to(Transfusion)
+def _image_call(self:Transfusion, typ, grid, x_t, tau, cache, mask, pos):
+    "Patch tokens of `x_t` at `tau` through the transformer over `cache` (which is written past its length but not advanced)."
+    tokens = self.image_tokens(typ, x_t, tau)
+    cond = self.cond_vectors(tau)
+    kw = dict(cond=cond, is_image=torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)) if exists(cond) else {}
+    h, _ = self.transformer(tokens, mask=mask, pos=pos, cache=cache, **kw)
+    return self.image_prediction(typ, h, grid, tau)
 
-    def _image_call(self, typ, grid, x_t, tau, cache, mask, pos):
-        "Patch tokens of `x_t` at `tau` through the transformer over `cache` (which is written past its length but not advanced)."
-        tokens = self.image_tokens(typ, x_t, tau)
-        cond = self.cond_vectors(tau)
-        kw = dict(cond=cond, is_image=torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)) if exists(cond) else {}
-        h, _ = self.transformer(tokens, mask=mask, pos=pos, cache=cache, **kw)
-        return self.image_prediction(typ, h, grid, tau)
-
-    @torch.no_grad()
-    def block_denoiser(self, state:DecodeState,
-                       rows:Sequence[int], # the rows that generate this image
-                       typ:int, # modality type
-                       shape:tuple[int, int], # (h, w)
-                       opener:Sequence[int]|None=None, # the block's opening ids (META, shape, BOI); needed for unconditional
-                       unconditional:bool=False, # predict without the prefix (for guidance)
-                      ):
-        "`denoise(x_t (g, c, h, w), tau (g,)) -> prediction`: the model on an image of `rows` after their cached prefix."
-        p = self.patch_size
-        grid = (shape[0] // p, shape[1] // p)
-        n_img = grid[0] * grid[1]
-        rows_t = torch.as_tensor(list(rows), device=self.device)
-        g = len(rows_t)
-        pos = state.pos[rows_t, None].expand(g, n_img)                 # one rotary position for the whole image
-        if not unconditional:
-            L = state.length
-            state.reserve(n_img + 1)
-            if g == state.batch and bool((rows_t == torch.arange(g, device=self.device)).all()): cache = state.cache
-            else: cache = KVCache(state.cache.keys[:, rows_t], state.cache.values[:, rows_t], L)   # these rows only
-            mask = torch.cat([state.valid[rows_t, None, :L].expand(g, n_img, L),
-                              torch.ones(g, n_img, n_img, dtype=torch.bool, device=self.device)], dim=-1)
-        else:
-            if opener is None: raise ValueError('block_denoiser: the unconditional branch needs the block opener ids')
-            k = len(opener)
-            cache = self.transformer.empty_cache(g, k + n_img + 1, self.device, state.cache.keys.dtype)
-            ids = torch.as_tensor(list(opener), device=self.device).expand(g, k)
-            _, cache = self.transformer(self.token_emb(ids), pos=state.pos[rows_t, None] - k + torch.arange(k, device=self.device),
-                                        cache=cache)
-            mask = torch.ones(g, n_img, k + n_img, dtype=torch.bool, device=self.device)
-        def denoise(x_t:Tensor, tau:Tensor) -> Tensor: return self._image_call(typ, grid, x_t, tau, cache, mask, pos)
-        denoise.cache = cache
-        return denoise
-
-    @torch.no_grad()
-    def image_block(self, state:DecodeState,
-                    rows:Sequence[int], # the rows that generate this image (all of one type and shape)
-                    typ:int, # modality type
-                    shape:tuple[int, int], # (h, w)
-                    opener:Sequence[int], # the ids that opened the block (META, shape characters, BOI), already in the cache
-                    steps:int|None=None, # sampler steps (default: the objective's)
-                    guidance_scale:float=1., # classifier-free guidance w (1: none)
-                    noise:Tensor|None=None, # (g, c, h, w) starting noise (drawn with `generator` when None)
-                    generator:torch.Generator|None=None,
-                    method:str|None=None, # sampler (default: the objective's)
-                    return_trajectory:bool=False, # also return every x along the way (steps + 1, g, c, h, w)
-                   ):
-        "Generate one image per row by diffusion over the cached prefix; append it and EOI to the cache; `(images, logits)`."
-        rows = list(rows)
-        g, c = len(rows), self.channels[typ]
-        p = self.patch_size
-        grid = (shape[0] // p, shape[1] // p)
-        n_img = grid[0] * grid[1]
+# %% ../nbs/08_sampling.ipynb #d88e63cd
+@patch_to(Transfusion)
+@torch.no_grad()
+def block_denoiser(self:Transfusion, state:DecodeState,
+                   rows:Sequence[int], # the rows that generate this image
+                   typ:int, # modality type
+                   shape:tuple[int, int], # (h, w)
+                   opener:Sequence[int]|None=None, # the block's opening ids (META, shape, BOI); needed for unconditional
+                   unconditional:bool=False, # predict without the prefix (for guidance)
+                  ):
+    "`denoise(x_t (g, c, h, w), tau (g,)) -> prediction`: the model on an image of `rows` after their cached prefix."
+    p = self.patch_size
+    grid = (shape[0] // p, shape[1] // p)
+    n_img = grid[0] * grid[1]
+    rows_t = torch.as_tensor(list(rows), device=self.device)
+    g = len(rows_t)
+    pos = state.pos[rows_t, None].expand(g, n_img)                 # one rotary position for the whole image
+    if not unconditional:
         L = state.length
-        denoise = self.block_denoiser(state, rows, typ, shape)
-        uncond = self.block_denoiser(state, rows, typ, shape, opener, unconditional=True) if guidance_scale != 1 else None
-        if noise is None: noise = torch.randn(g, c, *shape, generator=generator).to(self.device)
-        if tuple(noise.shape) != (g, c, *shape): raise ValueError(f'noise must be {(g, c, *shape)}, got {tuple(noise.shape)}')
-        out = self.diffusion.sample(denoise, noise=noise, steps=steps, method=method, generator=generator,
-                                    uncond_fn=uncond, guidance_scale=guidance_scale, return_trajectory=return_trajectory)
-        images, trajectory = out if return_trajectory else (out, None)
-        # keep the clean image and EOI: network time 1, image tokens see the prefix and the image, EOI sees everything
-        rows_t = torch.as_tensor(rows, device=self.device)
-        ones = torch.ones(g, device=self.device)
-        x = torch.cat([self.image_tokens(typ, images, ones), self.token_emb(torch.full((g, 1), self.vocab.eoi(typ), device=self.device))], 1)
-        block = torch.ones(n_img + 1, n_img + 1, dtype=torch.bool, device=self.device)
-        block[:n_img, n_img] = False
-        mask = torch.cat([state.valid[rows_t, None, :L].expand(g, n_img + 1, L), block.expand(g, -1, -1)], dim=-1)
-        pos = torch.cat([state.pos[rows_t, None].expand(g, n_img), state.pos[rows_t, None] + 1], dim=1)
-        cond = self.cond_vectors(ones)
-        kw = dict(cond=cond, is_image=F.pad(torch.ones(g, n_img, dtype=torch.bool, device=self.device), (0, 1), value=False)) if exists(cond) else {}
-        h, cache = self.transformer(x, mask=mask, pos=pos, cache=denoise.cache, **kw)
-        if cache.keys is state.cache.keys: state.cache = cache           # every row: the shared cache itself
-        else:                                                           # some rows: copy their new slots back
-            state.cache.keys[:, rows_t, :, L:L + n_img + 1] = cache.keys[:, :, :, L:L + n_img + 1]
-            state.cache.values[:, rows_t, :, L:L + n_img + 1] = cache.values[:, :, :, L:L + n_img + 1]
-            state.cache = state.cache.advance(n_img + 1)
-            state.dense = False
-        state.valid[:, L:L + n_img + 1] = False
-        state.valid[rows_t, L:L + n_img + 1] = True
-        state.pos = state.pos.index_add(0, rows_t, torch.full_like(rows_t, 2))   # the image's one position, then EOI's
-        logits = self.to_logits(h[:, -1])
-        return (images, logits, trajectory) if return_trajectory else (images, logits)
+        state.reserve(n_img + 1)
+        if g == state.batch and bool((rows_t == torch.arange(g, device=self.device)).all()): cache = state.cache
+        else: cache = KVCache(state.cache.keys[:, rows_t], state.cache.values[:, rows_t], L)   # these rows only
+        mask = torch.cat([state.valid[rows_t, None, :L].expand(g, n_img, L),
+                          torch.ones(g, n_img, n_img, dtype=torch.bool, device=self.device)], dim=-1)
+    else:
+        if opener is None: raise ValueError('block_denoiser: the unconditional branch needs the block opener ids')
+        k = len(opener)
+        cache = self.transformer.empty_cache(g, k + n_img + 1, self.device, state.cache.keys.dtype)
+        ids = torch.as_tensor(list(opener), device=self.device).expand(g, k)
+        _, cache = self.transformer(self.token_emb(ids), pos=state.pos[rows_t, None] - k + torch.arange(k, device=self.device),
+                                    cache=cache)
+        mask = torch.ones(g, n_img, k + n_img, dtype=torch.bool, device=self.device)
+    def denoise(x_t:Tensor, tau:Tensor) -> Tensor: return self._image_call(typ, grid, x_t, tau, cache, mask, pos)
+    denoise.cache = cache
+    return denoise
 
-    def opener(self, typ:int, shape:tuple[int, int]) -> list[int]:
-        "The ids that open an image block: META, the shape characters and BOI (only BOI without meta tokens)."
-        return ([self.vocab.meta, *self.vocab.shape_ids(shape)] if self.meta_tokens else []) + [self.vocab.boi(typ)]
+# %% ../nbs/08_sampling.ipynb #e3a381bf
+@patch_to(Transfusion)
+def _keep_image(self:Transfusion, state:DecodeState, rows:list[int], typ:int,
+                images:Tensor, # (g, c, h, w) the finished images of `rows`
+                cache, # the denoiser's cache: the shared one (every row) or a copy of `rows`
+               ) -> Tensor: # (g, v) logits after EOI
+    "Write the clean images and EOI into the cache (in place): the context the following text sees."
+    g, L = len(rows), state.length
+    n_img = (images.shape[-2] // self.patch_size) * (images.shape[-1] // self.patch_size)
+    rows_t = torch.as_tensor(rows, device=self.device)
+    ones = torch.ones(g, device=self.device)
+    x = torch.cat([self.image_tokens(typ, images, ones), self.token_emb(torch.full((g, 1), self.vocab.eoi(typ), device=self.device))], 1)
+    block = torch.ones(n_img + 1, n_img + 1, dtype=torch.bool, device=self.device)
+    block[:n_img, n_img] = False                                      # image tokens do not see EOI
+    mask = torch.cat([state.valid[rows_t, None, :L].expand(g, n_img + 1, L), block.expand(g, -1, -1)], dim=-1)
+    pos = torch.cat([state.pos[rows_t, None].expand(g, n_img), state.pos[rows_t, None] + 1], dim=1)
+    cond = self.cond_vectors(ones)
+    kw = dict(cond=cond, is_image=F.pad(torch.ones(g, n_img, dtype=torch.bool, device=self.device), (0, 1), value=False)) if exists(cond) else {}
+    h, cache = self.transformer(x, mask=mask, pos=pos, cache=cache, **kw)
+    if cache.keys is state.cache.keys: state.cache = cache           # every row: the shared cache itself
+    else:                                                           # some rows: copy their new slots back
+        state.cache.keys[:, rows_t, :, L:L + n_img + 1] = cache.keys[:, :, :, L:L + n_img + 1]
+        state.cache.values[:, rows_t, :, L:L + n_img + 1] = cache.values[:, :, :, L:L + n_img + 1]
+        state.cache = state.cache.advance(n_img + 1)
+        state.dense = False
+    state.valid[:, L:L + n_img + 1] = False
+    state.valid[rows_t, L:L + n_img + 1] = True
+    state.pos = state.pos.index_add(0, rows_t, torch.full_like(rows_t, 2))   # the image's one position, then EOI's
+    return self.to_logits(h[:, -1])
 
-    def _image_shape(self, image_shape, typ:int) -> tuple[int, int]:
-        if not 0 <= typ < self.num_types: raise ValueError(f'modality_type {typ} outside [0, {self.num_types})')
-        shape = tuple(default(image_shape, self.image_sizes[typ]))
-        if len(shape) == 3:
-            if shape[0] != self.channels[typ]:
-                raise ValueError(f'image_shape {shape}: modality type {typ} has {self.channels[typ]} channel(s)')
-            shape = shape[1:]
-        if len(shape) != 2 or not all(isinstance(s, int) and s > 0 and s % self.patch_size == 0 for s in shape):
-            raise ValueError(f'image_shape must be (h, w) or (c, h, w) with h, w positive multiples of patch_size={self.patch_size}, got {image_shape!r}')
-        return shape
-
-    @torch.no_grad()
-    def generate_images(self,
-                        prompts:Sequence[Tensor], # one 1-D long text prompt per image
-                        steps:int|None=None, # sampler steps (default: the objective's)
-                        guidance_scale:float=1., # classifier-free guidance w (1: none; the paper's ablations use 3)
-                        image_shape:Sequence[int]|None=None, # (h, w) or (c, h, w); default: the modality's default shape
-                        modality_type:int=0,
-                        noise:Tensor|None=None, # (b, c, h, w) starting noise
-                        generator:torch.Generator|None=None,
-                        method:str|None=None, # sampler name (e.g. 'euler', 'midpoint', 'ddim', 'ancestral')
-                        return_trajectory:bool=False, # also return the sampler's path (steps + 1, b, c, h, w)
-                       ) -> Tensor: # (b, c, h, w)
-        "Text-to-image: each prompt, then the block opener (META, shape, BOI), then an image by diffusion; batched."
-        if isinstance(prompts, Tensor) or not isinstance(prompts, (list, tuple)) or not prompts:
-            raise TypeError('generate_images: prompts must be a non-empty list of 1-D long tensors')
-        shape = self._image_shape(image_shape, modality_type)
-        opener = self.opener(modality_type, shape)
-        n_img = (shape[0] // self.patch_size) * (shape[1] // self.patch_size)
-        state, _ = self.prefill([[p] for p in prompts], extra=len(opener) + n_img + 1)
-        self.append_tokens(state, torch.tensor(opener, device=self.device).expand(len(prompts), -1))
-        out = self.image_block(state, range(len(prompts)), modality_type, shape, opener, steps, guidance_scale, noise,
-                               generator, method, return_trajectory)
-        return (out[0], out[2]) if return_trajectory else out[0]
-
-    @torch.no_grad()
-    def generate(self,
-                 prompts:list, # samples to continue (lists of text and image items)
-                 max_tokens:int=64, # text tokens to generate per row at most (images do not count)
-                 temperature:float=1., top_k:int|None=None, min_p:float|None=None,
-                 eos_id:int|None=None, # a row stops at this token (not included in the output)
-                 allow_images:bool=True, # False: text only (META and BOI are never sampled)
-                 steps:int|None=None, guidance_scale:float=1., # for the images
-                 generator:torch.Generator|None=None,
-                 method:str|None=None,
-                ) -> list[list]: # per row, the generated items: text tensors and images
-        "Free interleaved generation: text from the cache, an image by diffusion whenever a row writes BOI, batched."
-        voc, b, dev = self.vocab, len(prompts), self.device
-        state, logits = self.prefill(prompts, extra=max_tokens)
-        text_ok = torch.zeros(voc.size, dtype=torch.bool, device=dev)
-        text_ok[:voc.num_text] = True
-        if allow_images:
-            if self.meta_tokens: text_ok[voc.meta] = True
-            else: text_ok[voc.num_text:voc.num_text + voc.num_types] = True
-        meta_ok = torch.zeros(voc.size, dtype=torch.bool, device=dev)
-        meta_ok[voc.first_char:] = True
-        meta_ok[voc.num_text:voc.num_text + voc.num_types] = True           # the BOIs
-        boi_only = meta_ok.clone(); boi_only[voc.first_char:] = False
-        allowed = torch.stack([text_ok, meta_ok, boi_only])                  # per mode: 0 text, 1 shape, 2 shape full
-        mode = [0] * b
-        items, text = [[] for _ in range(b)], [[] for _ in range(b)]
-        chars, done = [None] * b, [False] * b
-        for _ in range(max_tokens):
-            if all(done): break
-            masked = logits.masked_fill(~allowed[torch.tensor(mode, device=dev)], float('-inf'))
-            tokens = sample_next(masked, temperature, top_k, min_p, generator)
-            tokens = torch.where(torch.tensor(done, device=dev), 0, tokens)
-            pending = {}
-            for r, t in enumerate(tokens.tolist()):
-                if done[r]: continue
-                if exists(eos_id) and t == eos_id: done[r] = True
-                elif t == voc.meta: chars[r], mode[r] = [], 1
-                elif voc.is_char(t):
-                    chars[r].append(t)
-                    if len(chars[r]) >= 16: mode[r] = 2
-                elif exists(voc.boi_type(t)):
-                    typ = voc.boi_type(t)
-                    shape, _ = resolve_shape(voc, chars[r] or [], self.image_sizes[typ], self.patch_size, self.max_image_size)
-                    opener = ([voc.meta, *chars[r]] if chars[r] is not None else []) + [t]
-                    pending.setdefault((typ, shape, tuple(opener)), []).append(r)
-                    chars[r], mode[r] = None, 0
-                else: text[r].append(t)
-            logits = self.append_tokens(state, tokens[:, None])
-            for (typ, shape, opener), rows in pending.items():
-                images, new_logits = self.image_block(state, rows, typ, shape, list(opener), steps, guidance_scale,
-                                                      generator=generator, method=method)
-                logits[torch.tensor(rows, device=dev)] = new_logits
-                for r, img in zip(rows, images):
-                    if text[r]: items[r].append(torch.tensor(text[r], device=dev)); text[r] = []
-                    items[r].append(img if self.num_types == 1 else (typ, img))
-        for r in range(b):
-            if text[r]: items[r].append(torch.tensor(text[r], device=dev))
-        return items
-
-    @torch.no_grad()
-    def caption(self,
-                images:Tensor, # (b, c, h, w)
-                max_tokens:int=16, # tokens per caption at most
-                temperature:float=0., # 0: greedy
-                top_k:int|None=None, min_p:float|None=None,
-                eos_id:int|None=None, # stop at this token (not included)
-                modality_type:int=0,
+# %% ../nbs/08_sampling.ipynb #589b43e9
+@patch_to(Transfusion)
+@torch.no_grad()
+def image_block(self:Transfusion, state:DecodeState,
+                rows:Sequence[int], # the rows that generate this image (all of one type and shape)
+                typ:int, # modality type
+                shape:tuple[int, int], # (h, w)
+                opener:Sequence[int], # the ids that opened the block (META, shape characters, BOI), already in the cache
+                steps:int|None=None, # sampler steps (default: the objective's)
+                guidance_scale:float=1., # classifier-free guidance w (1: none)
+                noise:Tensor|None=None, # (g, c, h, w) starting noise (drawn with `generator` when None)
                 generator:torch.Generator|None=None,
-               ) -> list[Tensor]: # one 1-D long tensor per image
-        "Image-to-text: each image (clean, its block written as in training), then text decoded from the cache; batched."
-        if not isinstance(images, Tensor) or images.ndim != 4:
-            raise ValueError(f'caption: images must be a (b, c, h, w) tensor, got {getattr(images, "shape", type(images).__name__)}')
-        prompts = [[(modality_type, img)] for img in images]
-        out = self.generate(prompts, max_tokens, temperature, top_k, min_p, eos_id, allow_images=False, generator=generator)
-        return [torch.cat([t for t in row if isinstance(t, Tensor)]) if row else torch.zeros(0, dtype=torch.long, device=self.device)
-                for row in out]
+                method:str|None=None, # sampler (default: the objective's)
+                return_trajectory:bool=False, # also return every x along the way (steps + 1, g, c, h, w)
+               ):
+    "Generate one image per row by diffusion over the cached prefix; append it and EOI to the cache; `(images, logits)`."
+    rows = list(rows)
+    g, c = len(rows), self.channels[typ]
+    denoise = self.block_denoiser(state, rows, typ, shape)
+    uncond = self.block_denoiser(state, rows, typ, shape, opener, unconditional=True) if guidance_scale != 1 else None
+    if noise is None: noise = torch.randn(g, c, *shape, generator=generator).to(self.device)
+    if tuple(noise.shape) != (g, c, *shape): raise ValueError(f'noise must be {(g, c, *shape)}, got {tuple(noise.shape)}')
+    out = self.diffusion.sample(denoise, noise=noise, steps=steps, method=method, generator=generator,
+                                uncond_fn=uncond, guidance_scale=guidance_scale, return_trajectory=return_trajectory)
+    images, trajectory = out if return_trajectory else (out, None)
+    logits = self._keep_image(state, rows, typ, images, denoise.cache)
+    return (images, logits, trajectory) if return_trajectory else (images, logits)
 
-# %% ../nbs/08_sampling.ipynb #29613ee2
-# transitional: attach the generation methods to Transfusion (to be split into one @patch_to cell per method)
-for _name, _fn in vars(GenerationMixin).items():
-    if callable(_fn) and not _name.startswith('__'): setattr(Transfusion, _name, _fn)
+# %% ../nbs/08_sampling.ipynb #101e8f2c
+@patch_to(Transfusion)
+def opener(self:Transfusion, typ:int, shape:tuple[int, int]) -> list[int]:
+    "The ids that open an image block: META, the shape characters and BOI (only BOI without meta tokens)."
+    return ([self.vocab.meta, *self.vocab.shape_ids(shape)] if self.meta_tokens else []) + [self.vocab.boi(typ)]
 
-# %% ../nbs/08_sampling.ipynb #14c52c30
-def plot_generated(images:Tensor, # (b, c, h, w) in [-1, 1]
-                   titles:Sequence[str]|None=None, # one per image
-                   ncols:int=10, size:float=0.9, axs=None):
-    "A grid of generated images (first channel), in the data's grey scale."
-    b = images.shape[0]
-    nrows = -(-b // ncols)
-    if axs is None: _, axs = new_fig(nrows, ncols, size=size, squeeze=False)
-    axs = list(getattr(axs, 'flat', axs))
-    for k, ax in enumerate(axs):
-        ax.clear(); ax.set(xticks=[], yticks=[])
-        if k < b:
-            ax.imshow(images[k, 0].detach().float().cpu(), cmap='gray_r', vmin=-1, vmax=1)
-            if titles: ax.set_title(titles[k], fontsize=7)
-        else: ax.axis('off')
-    return axs
+# %% ../nbs/08_sampling.ipynb #0c77cfac
+@patch_to(Transfusion)
+def _image_shape(self:Transfusion, image_shape, typ:int) -> tuple[int, int]:
+    "`(h, w)` of `image_shape` ((h, w), (c, h, w) or None: the type's default), checked against the model."
+    if not 0 <= typ < self.num_types: raise ValueError(f'modality_type {typ} outside [0, {self.num_types})')
+    shape = tuple(default(image_shape, self.image_sizes[typ]))
+    if len(shape) == 3:
+        if shape[0] != self.channels[typ]:
+            raise ValueError(f'image_shape {shape}: modality type {typ} has {self.channels[typ]} channel(s)')
+        shape = shape[1:]
+    if len(shape) != 2 or not all(isinstance(s, int) and s > 0 and s % self.patch_size == 0 for s in shape):
+        raise ValueError(f'image_shape must be (h, w) or (c, h, w) with h, w positive multiples of patch_size={self.patch_size}, got {image_shape!r}')
+    return shape
+
+# %% ../nbs/08_sampling.ipynb #60df6553
+@patch_to(Transfusion)
+@torch.no_grad()
+def generate_images(self:Transfusion,
+                    prompts:Sequence[Tensor], # one 1-D long text prompt per image
+                    steps:int|None=None, # sampler steps (default: the objective's)
+                    guidance_scale:float=1., # classifier-free guidance w (1: none; the paper's ablations use 3)
+                    image_shape:Sequence[int]|None=None, # (h, w) or (c, h, w); default: the modality's default shape
+                    modality_type:int=0,
+                    noise:Tensor|None=None, # (b, c, h, w) starting noise
+                    generator:torch.Generator|None=None,
+                    method:str|None=None, # sampler name (e.g. 'euler', 'midpoint', 'ddim', 'ancestral')
+                    return_trajectory:bool=False, # also return the sampler's path (steps + 1, b, c, h, w)
+                   ) -> Tensor: # (b, c, h, w)
+    "Text-to-image: each prompt, then the block opener (META, shape, BOI), then an image by diffusion; batched."
+    if isinstance(prompts, Tensor) or not isinstance(prompts, (list, tuple)) or not prompts:
+        raise TypeError('generate_images: prompts must be a non-empty list of 1-D long tensors')
+    shape = self._image_shape(image_shape, modality_type)
+    opener = self.opener(modality_type, shape)
+    n_img = (shape[0] // self.patch_size) * (shape[1] // self.patch_size)
+    state, _ = self.prefill([[p] for p in prompts], extra=len(opener) + n_img + 1)
+    self.append_tokens(state, torch.tensor(opener, device=self.device).expand(len(prompts), -1))
+    out = self.image_block(state, range(len(prompts)), modality_type, shape, opener, steps, guidance_scale, noise,
+                           generator, method, return_trajectory)
+    return (out[0], out[2]) if return_trajectory else out[0]
+
+# %% ../nbs/08_sampling.ipynb #85c26691
+MAX_SHAPE_CHARS:int = 16 # shape characters a row may write after META before it must write BOI
+
+# %% ../nbs/08_sampling.ipynb #bb384c22
+class Phase(IntEnum):
+    "What a row of `generate` may write next; the value is the row of `allowed_tokens`."
+    TEXT = 0 # user text, or the opener of an image block
+    SHAPE = 1 # after META: shape characters or BOI
+    SHAPE_FULL = 2 # MAX_SHAPE_CHARS characters written: BOI only
+
+# %% ../nbs/08_sampling.ipynb #1e31ee99
+def allowed_tokens(vocab, # the model's `Vocab`
+                   meta_tokens:bool=True, # image blocks open with META and shape characters
+                   allow_images:bool=True, # False: rows never open an image block
+                  ) -> Tensor: # (len(Phase), v) bool
+    "Per `Phase`, the token ids a row may write."
+    ok = torch.zeros(len(Phase), vocab.size, dtype=torch.bool)
+    bois = slice(vocab.num_text, vocab.num_text + vocab.num_types)
+    ok[Phase.TEXT, :vocab.num_text] = True
+    if allow_images:
+        if meta_tokens: ok[Phase.TEXT, vocab.meta] = True
+        else: ok[Phase.TEXT, bois] = True
+    ok[Phase.SHAPE, vocab.first_char:] = True
+    ok[Phase.SHAPE, bois] = ok[Phase.SHAPE_FULL, bois] = True
+    return ok
+
+# %% ../nbs/08_sampling.ipynb #792d94e1
+@dataclass
+class RowState:
+    "One row of `generate`: its phase, the shape characters since META, its text since the last image, its finished items."
+    phase:Phase=Phase.TEXT
+    chars:list[int]=field(default_factory=list) # shape character ids of the opener being written
+    text:list[int]=field(default_factory=list) # text ids since the last image
+    items:list=field(default_factory=list) # what the row has written: text tensors and images
+    done:bool=False # the row wrote `eos_id`
+
+    def flush_text(self, device=None):
+        "Close the text written since the last image into one item."
+        if self.text: self.items.append(torch.tensor(self.text, device=device)); self.text = []
+
+# %% ../nbs/08_sampling.ipynb #08feec23
+@patch_to(Transfusion)
+def advance_row(self:Transfusion, row:RowState, t:int, # the token the row wrote
+                eos_id:int|None=None, # the row stops at this token
+               ) -> tuple[int, tuple[int, int], tuple[int, ...]]|None: # at BOI: (type, shape, opener)
+    "Move `row` on by token `t` (in place); at BOI, return the image block it opens."
+    voc = self.vocab
+    if exists(eos_id) and t == eos_id: row.done = True               # the row is finished
+    elif t == voc.meta: row.phase, row.chars = Phase.SHAPE, []        # an image block opens: its shape follows
+    elif voc.is_char(t):                                              # one more shape character
+        row.chars.append(t)
+        if len(row.chars) >= MAX_SHAPE_CHARS: row.phase = Phase.SHAPE_FULL
+    elif exists(voc.boi_type(t)):                                     # BOI: the block is complete
+        typ = voc.boi_type(t)
+        shape, _ = resolve_shape(voc, row.chars, self.image_sizes[typ], self.patch_size, self.max_image_size)
+        opener = ([voc.meta, *row.chars] if row.phase != Phase.TEXT else []) + [t]
+        row.phase, row.chars = Phase.TEXT, []
+        return typ, shape, tuple(opener)
+    else: row.text.append(t)                                          # user text
+    return None
+
+# %% ../nbs/08_sampling.ipynb #9287a3f5
+@patch_to(Transfusion)
+@torch.no_grad()
+def generate(self:Transfusion,
+             prompts:list, # samples to continue (lists of text and image items)
+             max_tokens:int=64, # decode steps per row at most (an image block takes one: its BOI)
+             temperature:float=1., top_k:int|None=None, min_p:float|None=None,
+             eos_id:int|None=None, # a row stops at this token (not included in the output)
+             allow_images:bool=True, # False: text only (META and BOI are never sampled)
+             steps:int|None=None, guidance_scale:float=1., # for the images
+             generator:torch.Generator|None=None,
+             method:str|None=None,
+            ) -> list[list]: # per row, the generated items: text tensors and images
+    "Free interleaved generation: text from the cache, an image by diffusion whenever a row writes BOI, batched."
+    dev, filler = self.device, 0                                     # filler: the token fed to finished rows
+    state, logits = self.prefill(prompts, extra=max_tokens)
+    allowed = allowed_tokens(self.vocab, self.meta_tokens, allow_images).to(dev)
+    rows = [RowState() for _ in prompts]
+    for _ in range(max_tokens):
+        if all(row.done for row in rows): break
+        # mask each row's logits to what its phase allows and sample the next token of every row
+        phases = torch.tensor([row.phase for row in rows], device=dev)
+        tokens = sample_next(logits.masked_fill(~allowed[phases], float('-inf')), temperature, top_k, min_p, generator)
+        tokens = torch.where(torch.tensor([row.done for row in rows], device=dev), filler, tokens)
+        # move every unfinished row on by its token; rows that wrote BOI wait for their image, grouped by block
+        blocks = {}
+        for r, (row, t) in enumerate(zip(rows, tokens.tolist())):
+            block = None if row.done else self.advance_row(row, t, eos_id)
+            if exists(block): blocks.setdefault(block, []).append(r)
+        # feed the tokens through the cache: the logits of every row's next token
+        logits = self.append_tokens(state, tokens[:, None])
+        # generate each block's images over the cache; for those rows, the next token follows EOI
+        for (typ, shape, opener), rs in blocks.items():
+            images, logits[torch.tensor(rs, device=dev)] = self.image_block(
+                state, rs, typ, shape, list(opener), steps, guidance_scale, generator=generator, method=method)
+            for r, img in zip(rs, images):
+                rows[r].flush_text(dev)
+                rows[r].items.append(img if self.num_types == 1 else (typ, img))
+    for row in rows: row.flush_text(dev)
+    return [row.items for row in rows]
+
+# %% ../nbs/08_sampling.ipynb #6aeaf342
+@patch_to(Transfusion)
+@torch.no_grad()
+def caption(self:Transfusion,
+            images:Tensor, # (b, c, h, w)
+            max_tokens:int=16, # tokens per caption at most
+            temperature:float=0., # 0: greedy
+            top_k:int|None=None, min_p:float|None=None,
+            eos_id:int|None=None, # stop at this token (not included)
+            modality_type:int=0,
+            generator:torch.Generator|None=None,
+           ) -> list[Tensor]: # one 1-D long tensor per image
+    "Image-to-text: each image (clean, its block written as in training), then text decoded from the cache; batched."
+    if not isinstance(images, Tensor) or images.ndim != 4:
+        raise ValueError(f'caption: images must be a (b, c, h, w) tensor, got {getattr(images, "shape", type(images).__name__)}')
+    prompts = [[(modality_type, img)] for img in images]
+    out = self.generate(prompts, max_tokens, temperature, top_k, min_p, eos_id, allow_images=False, generator=generator)
+    return [torch.cat([t for t in row if isinstance(t, Tensor)]) if row else torch.zeros(0, dtype=torch.long, device=self.device)
+            for row in out]
