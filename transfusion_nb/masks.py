@@ -200,15 +200,17 @@ def attn_mask_loop(
     spans: Sequence[Sequence[tuple[int, int, int]]],  # per sample, a list of (type, offset, length)
     n: int,  # padded sequence length
     seq_lens: Sequence[int] | None = None,  # per sample real length; None = all n
+    kv_start: Sequence[Sequence[int]] | None = None,  # (b, n): the first key each query may see; None = 0
 ) -> Tensor:
     "The oracle: the Transfusion mask `(b, n, n)` from three plain loops (`True` = may attend). Slow; for tests."
     seq_lens = default(seq_lens, [n] * len(spans))
     mask = torch.zeros(len(spans), n, n, dtype=torch.bool)
     for b, sample in enumerate(spans):
         for i in range(n):
+            first = 0 if kv_start is None else int(kv_start[b][i])
             for j in range(n):
                 same_image = any(off <= i < off + length and off <= j < off + length for _, off, length in sample)
-                mask[b, i, j] = (j <= i or same_image) and j < seq_lens[b]
+                mask[b, i, j] = (j <= i or same_image) and j < seq_lens[b] and j >= first
     return mask
 
 # %% ../nbs/03_attention_masks.ipynb #09512d23
@@ -225,15 +227,30 @@ def kv_limits(
     own = torch.arange(1, n + 1, device=image_end.device)  # i + 1: causal, up to itself
     return torch.minimum(torch.maximum(own, image_end), lens[:, None])
 
+# %% ../nbs/03_attention_masks.ipynb #2eb17395
+def _check_kv_start(kv_start: Tensor, b: int, n: int) -> Tensor:
+    "`kv_start` as a `(b, n)` LongTensor in which every query still sees itself."
+    if not isinstance(kv_start, Tensor) or tuple(kv_start.shape) != (b, n) or kv_start.is_floating_point():
+        raise ValueError(f'kv_start must be an integer tensor of shape ({b}, {n}), got {getattr(kv_start, "shape", type(kv_start).__name__)}')
+    bad = _first_bad((kv_start < 0) | (kv_start > torch.arange(n, device=kv_start.device)))
+    if exists(bad): raise ValueError(f'kv_start[{bad[0]}, {bad[1]}] = {int(kv_start[bad])} must lie in [0, {bad[1]}]: a query must see itself')
+    return kv_start.long()
+
+# %% ../nbs/03_attention_masks.ipynb #c2fd56d7
 def dense_attn_mask(
     modality_positions: Tensor,  # (b, m, 3) = (type, offset, length)
     n: int,  # padded sequence length
     seq_lens: Tensor | Sequence[int] | None = None,  # (b,) real lengths; None = all n
     validate: bool = True,  # check the spans first (a few small ops; skip in a hot loop once validated)
+    kv_start: Tensor | None = None,  # (b, n) long: the first key each query may see; None = 0
 ) -> Tensor:
     "The Transfusion mask as a dense boolean tensor `(b, n, n)` (`True` = may attend), for SDPA."
     limits = kv_limits(modality_positions, n, seq_lens, validate)  # (b, i)
-    return torch.arange(n, device=limits.device) < limits[:, :, None]  # (b, i, j)
+    keys = torch.arange(n, device=limits.device)
+    mask = keys < limits[:, :, None]  # (b, i, j)
+    if kv_start is None: return mask
+    if validate: kv_start = _check_kv_start(kv_start, *limits.shape)
+    return mask & (keys >= kv_start[:, :, None])
 
 # %% ../nbs/03_attention_masks.ipynb #dd56dc9d
 _KIND_COLORS = {'text': '#c8c8c8', 'BOI/EOI': '#6b6b6b', 'pad': '#ffffff'}
@@ -309,11 +326,17 @@ def transfusion_mask_mod(
     n: int,  # padded sequence length
     seq_lens: Tensor | Sequence[int] | None = None,  # (b,) real lengths; None = all n
     validate: bool = True,  # check the spans first
+    kv_start: Tensor | None = None,  # (b, n) long: the first key each query may see; None = 0
 ) -> Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]:
     "The FlexAttention predicate `mask_mod(b, h, q_idx, kv_idx)`: causal, or both in the same image; never padding."
     limits = kv_limits(modality_positions, n, seq_lens, validate)  # (b, n)
+    if kv_start is None:
+        def mask_mod(b, h, q_idx, kv_idx): return kv_idx < limits[b, q_idx.clamp(0, n - 1)]
+        return mask_mod
+    start = _check_kv_start(kv_start, *limits.shape) if validate else kv_start
     def mask_mod(b, h, q_idx, kv_idx):
-        return kv_idx < limits[b, q_idx.clamp(0, n - 1)]
+        q = q_idx.clamp(0, n - 1)
+        return (kv_idx < limits[b, q]) & (kv_idx >= start[b, q])
     return mask_mod
 
 # %% ../nbs/03_attention_masks.ipynb #579abeb8
@@ -325,13 +348,15 @@ def transfusion_block_mask(
     heads: int | None = None,  # None: one mask broadcast over heads
     compile: bool = False,  # build it with torch.compile (fast on GPU; slow to compile on CPU)
     validate: bool = True,  # check the spans first
+    kv_start: Tensor | None = None,  # (b, n) long: the first key each query may see; None = 0
 ):
     "A FlexAttention `BlockMask` for the Transfusion mask, via `create_block_mask` (works on CPU)."
     from torch.nn.attention.flex_attention import create_block_mask
-    mask_mod = transfusion_mask_mod(modality_positions, n, seq_lens, validate)
+    mask_mod = transfusion_mask_mod(modality_positions, n, seq_lens, validate, kv_start)
     return create_block_mask(mask_mod, B=modality_positions.shape[0], H=heads, Q_LEN=n, KV_LEN=n,
                              device=modality_positions.device, BLOCK_SIZE=block_size, _compile=compile)
 
+# %% ../nbs/03_attention_masks.ipynb #4e1e0450
 def block_map(
     mask: Tensor,  # (b, i, j) boolean mask, True = may attend
     block_size: int,  # tile size
@@ -343,6 +368,7 @@ def block_map(
     tiles = mask.reshape(b, (ni + pad_i) // block_size, block_size, (nj + pad_j) // block_size, block_size)
     return tiles.any(dim=(2, 4)).to(torch.int8) + tiles.all(dim=(2, 4)).to(torch.int8)
 
+# %% ../nbs/03_attention_masks.ipynb #7539d0c0
 def block_density(
     mask,  # a dense (b, i, j) boolean mask, or a FlexAttention BlockMask
     block_size: int | None = None,  # tile size, needed for a dense mask
