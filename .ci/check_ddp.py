@@ -17,7 +17,7 @@ LOSS_RTOL, WEIGHT_ATOL = 1e-4, 1e-5
 def build_model(kind):
     import torch
     if kind == 'transfusion':
-        from transfusion_nb.training import digits_model
+        from transfusion_nb.digits import digits_model
         return digits_model(dim=32, depth=2, heads=2, dim_head=16)
     from torch import nn
     class Toy(nn.Module):  # a stand-in with the same interface, for when the model is unavailable

@@ -15,15 +15,17 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from .utils import default, exists, new_fig
+from fastcore.basics import patch_to
+
+from .utils import default, exists, new_fig, show_images
 
 # %% auto #0
 __all__ = ['DIGIT_WORDS', 'FASHION_CAPTIONS', 'TORCHVISION_SETS', 'to_model_range', 'to_unit_range', 'DigitsSplit',
            'load_digits_split', 'WordTokenizer', 'digits_tokenizer', 'make_sample', 'validate_sample',
-           'CaptionedImages', 'collate_samples', 'sample_loader', 'digits_datasets', 'plot_image_grid', 'sample_title',
-           'plot_samples', 'plot_class_balance', 'torchvision_datasets']
+           'CaptionedImages', 'collate_samples', 'sample_loader', 'digits_datasets', 'sample_title', 'plot_samples',
+           'plot_class_balance', 'torchvision_datasets']
 
-# %% ../nbs/09_data.ipynb #28c6ea71
+# %% ../nbs/09_data.ipynb #7573c99a
 def to_model_range(
     v: Any,  # pixel values (array or tensor, any shape)
     lo: float = 0.,  # the value that becomes -1
@@ -34,13 +36,15 @@ def to_model_range(
     v = torch.as_tensor(np.asarray(v) if not isinstance(v, Tensor) else v).float()
     return (v - lo) / (hi - lo) * 2 - 1
 
+# %% ../nbs/09_data.ipynb #20305a49
 def to_unit_range(x: Tensor) -> Tensor:
     "Map model-range images back to [0, 1] intensities, clamping what lies outside [-1, 1] (what a PNG stores)."
     return ((torch.as_tensor(x).float() + 1) / 2).clamp(0, 1)
 
-# %% ../nbs/09_data.ipynb #6d2d0b4c
+# %% ../nbs/09_data.ipynb #3063b6a4
 DIGIT_WORDS: tuple[str, ...] = ('zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine')
 
+# %% ../nbs/09_data.ipynb #2ba235f5
 @dataclass(frozen=True)
 class DigitsSplit:
     "The bundled 8x8 digits, split into train and held-out test: images `(b, 1, 8, 8)` in [-1, 1], labels `(b,)` long."
@@ -49,6 +53,7 @@ class DigitsSplit:
     x_test: Tensor   # (b, 1, 8, 8)
     y_test: Tensor   # (b,)
 
+# %% ../nbs/09_data.ipynb #465f8661
 @lru_cache(maxsize=8)
 def _digits_arrays(test_size: float, seed: int) -> tuple[np.ndarray, ...]:
     from sklearn.datasets import load_digits  # imported here: `import transfusion_nb.data` stays light
@@ -56,6 +61,7 @@ def _digits_arrays(test_size: float, seed: int) -> tuple[np.ndarray, ...]:
     x, y = load_digits(return_X_y=True)  # (1797, 64) values 0..16, (1797,)
     return tuple(train_test_split(x, y, test_size=test_size, stratify=y, random_state=seed))
 
+# %% ../nbs/09_data.ipynb #eb59b3fc
 def load_digits_split(
     test_size: float = 0.25,  # fraction held out for testing
     seed: int = 0,  # seed of the stratified split
@@ -67,7 +73,7 @@ def load_digits_split(
     as_labels = lambda a: torch.from_numpy(a).long()
     return DigitsSplit(as_images(x_train), as_labels(y_train), as_images(x_test), as_labels(y_test))
 
-# %% ../nbs/09_data.ipynb #88be66b3
+# %% ../nbs/09_data.ipynb #f8f24fe0
 class WordTokenizer:
     "A word-level tokenizer: `<pad>` is id 0, `<eos>` is id 1, then one id per word of `words`, in order."
     specials: tuple[str, ...] = ('<pad>', '<eos>')
@@ -92,13 +98,6 @@ class WordTokenizer:
         if w in self.specials: raise ValueError(f'WordTokenizer: {w!r} is a special token and cannot be a word')
         return w
 
-    @classmethod
-    def from_captions(cls, captions: Iterable[str]) -> WordTokenizer:
-        "A tokenizer whose vocabulary is every word of `captions`, in order of first appearance."
-        words = {}
-        for c in captions: words.update(dict.fromkeys(cls.split(c)))
-        return cls(list(words))
-
     @staticmethod
     def split(text: str) -> list[str]:
         "The words of `text`: lower-cased, split on white space."
@@ -110,46 +109,59 @@ class WordTokenizer:
     def __len__(self) -> int: return self.vocab_size
     def __repr__(self) -> str: return f'WordTokenizer(vocab_size={self.vocab_size}, words={list(self.words)})'
 
-    def encode(self, text: str, eos: bool = False) -> Tensor:
-        "Token ids of `text` as a 1-D long tensor, with `<eos>` appended when `eos`."
-        words = self.split(text)
-        if not words: raise ValueError(f'WordTokenizer.encode: expected at least one word, got {text!r}')
-        unknown = [w for w in words if w not in self.stoi or w in self.specials]
-        if unknown:
-            known = ', '.join(self.words[:30]) + (', ...' if len(self.words) > 30 else '')
-            raise ValueError(f'WordTokenizer.encode: unknown word {unknown[0]!r} in {text!r}; the vocabulary is: {known}')
-        return torch.tensor([self.stoi[w] for w in words] + ([self.eos_id] if eos else []), dtype=torch.long)
+# %% ../nbs/09_data.ipynb #dac0c549
+@patch_to(WordTokenizer, cls_method=True)
+def from_captions(cls, captions: Iterable[str]) -> WordTokenizer:
+    "A tokenizer whose vocabulary is every word of `captions`, in order of first appearance."
+    words = {}
+    for c in captions: words.update(dict.fromkeys(cls.split(c)))
+    return cls(list(words))
 
-    def decode(self, ids: Tensor | Sequence[int]) -> str:
-        "The text of token `ids`: words joined by spaces, `<pad>` skipped, stopping at the first `<eos>`."
-        ids = torch.as_tensor(ids)
-        if ids.dtype.is_floating_point or ids.dtype == torch.bool:
-            raise TypeError(f'WordTokenizer.decode: expected integer token ids, got dtype {ids.dtype}')
-        if ids.ndim != 1: raise ValueError(f'WordTokenizer.decode: expected a 1-D tensor of ids, got shape {tuple(ids.shape)}')
-        bad = ids[(ids < 0) | (ids >= self.vocab_size)]
-        if len(bad): raise ValueError(f'WordTokenizer.decode: token id {bad[0].item()} outside [0, {self.vocab_size})')
-        words = []
-        for i in ids.tolist():
-            if i == self.eos_id: break
-            if i != self.pad_id: words.append(self.itos[i])
-        return ' '.join(words)
+# %% ../nbs/09_data.ipynb #c5769a40
+@patch_to(WordTokenizer)
+def encode(self, text: str, eos: bool = False) -> Tensor:
+    "Token ids of `text` as a 1-D long tensor, with `<eos>` appended when `eos`."
+    words = self.split(text)
+    if not words: raise ValueError(f'WordTokenizer.encode: expected at least one word, got {text!r}')
+    unknown = [w for w in words if w not in self.stoi or w in self.specials]
+    if unknown:
+        known = ', '.join(self.words[:30]) + (', ...' if len(self.words) > 30 else '')
+        raise ValueError(f'WordTokenizer.encode: unknown word {unknown[0]!r} in {text!r}; the vocabulary is: {known}')
+    return torch.tensor([self.stoi[w] for w in words] + ([self.eos_id] if eos else []), dtype=torch.long)
 
+# %% ../nbs/09_data.ipynb #62c48398
+@patch_to(WordTokenizer)
+def decode(self, ids: Tensor | Sequence[int]) -> str:
+    "The text of token `ids`: words joined by spaces, `<pad>` skipped, stopping at the first `<eos>`."
+    ids = torch.as_tensor(ids)
+    if ids.dtype.is_floating_point or ids.dtype == torch.bool:
+        raise TypeError(f'WordTokenizer.decode: expected integer token ids, got dtype {ids.dtype}')
+    if ids.ndim != 1: raise ValueError(f'WordTokenizer.decode: expected a 1-D tensor of ids, got shape {tuple(ids.shape)}')
+    bad = ids[(ids < 0) | (ids >= self.vocab_size)]
+    if len(bad): raise ValueError(f'WordTokenizer.decode: token id {bad[0].item()} outside [0, {self.vocab_size})')
+    words = []
+    for i in ids.tolist():
+        if i == self.eos_id: break
+        if i != self.pad_id: words.append(self.itos[i])
+    return ' '.join(words)
+
+# %% ../nbs/09_data.ipynb #86a918c8
 def digits_tokenizer() -> WordTokenizer:
     "The tokenizer of the digit captions: `<pad>`, `<eos>`, then 'zero' .. 'nine' (so 'seven' is id 9)."
     return WordTokenizer(DIGIT_WORDS)
 
-# %% ../nbs/09_data.ipynb #cb9dfe14
+# %% ../nbs/09_data.ipynb #5b732f6b
 def make_sample(
     caption: Tensor,  # (n,) long token ids
     image: Tensor,  # (c, y, x) float
     text_first: bool = True,  # caption then image (text-to-image), else image then caption (captioning)
-    eos_id: int | None = None,  # when given, the sample ends with this token
+    eos_id: int | None = None,  # when given, a caption that ends the sample ends with this token
 ) -> list[Tensor]:
-    "One sample as a list of items: `[caption, image]` when `text_first`, else `[image, caption]`."
-    eos = torch.tensor([eos_id], dtype=torch.long) if exists(eos_id) else None
-    if text_first: return [caption, image] + ([eos] if exists(eos) else [])
-    return [image, torch.cat([caption, eos]) if exists(eos) else caption]
+    "One sample as a list of items: `[caption, image]` when `text_first`, else `[image, caption (+ <eos>)]`."
+    if text_first: return [caption, image]  # EOI closes the image: no <eos> after it
+    return [image, torch.cat([caption, caption.new_tensor([eos_id])]) if exists(eos_id) else caption]
 
+# %% ../nbs/09_data.ipynb #51991244
 def validate_sample(
     sample: Any,  # what should be a list of text (long, 1-D) and image (float, (c, y, x)) tensors
     vocab_size: int | None = None,  # when given, every token id must lie in [0, vocab_size)
@@ -176,7 +188,24 @@ def validate_sample(
             if not torch.isfinite(t).all(): raise ValueError(f'{what}: the image contains NaN or inf')
         else: raise TypeError(f'{what}: expected torch.long (text) or a float dtype (image), got {t.dtype}')
 
-# %% ../nbs/09_data.ipynb #a62e5e29
+# %% ../nbs/09_data.ipynb #f84abaef
+def _check_images(images: Any, captions: Sequence[str], p_text_to_image: float) -> None:
+    "Raise a clear error unless `images` is a float `(b, c, h, w)` tensor in [-1, 1] with one caption per image."
+    if not isinstance(images, Tensor) or not images.dtype.is_floating_point or images.ndim != 4:
+        got = f'{images.dtype} of shape {tuple(images.shape)}' if isinstance(images, Tensor) else type(images).__name__
+        raise TypeError(f'CaptionedImages: expected images as a float tensor (b, c, h, w), got {got}')
+    if isinstance(captions, str) or len(captions) != len(images):
+        raise ValueError(f'CaptionedImages: expected one caption per image ({len(images)}), got '
+                         f'{"a single str" if isinstance(captions, str) else len(captions)}')
+    if len(images) == 0: raise ValueError('CaptionedImages: expected at least one example, got none')
+    if not torch.isfinite(images).all(): raise ValueError('CaptionedImages: the images contain NaN or inf')
+    lo, hi = images.min().item(), images.max().item()
+    if lo < -1 - 1e-6 or hi > 1 + 1e-6:
+        raise ValueError(f'CaptionedImages: expected images scaled to [-1, 1], got values in [{lo:g}, {hi:g}]; '
+                         'scale them with to_model_range(images, lo, hi)')
+    if not 0 <= p_text_to_image <= 1: raise ValueError(f'CaptionedImages: p_text_to_image must lie in [0, 1], got {p_text_to_image}')
+
+# %% ../nbs/09_data.ipynb #c7dff0bb
 class CaptionedImages(Dataset):
     "Images with one caption each, served as Transfusion samples: `[caption, image]` or `[image, caption]`."
     def __init__(self,
@@ -185,23 +214,11 @@ class CaptionedImages(Dataset):
         tokenizer: WordTokenizer | None = None,  # default: built from the captions
         p_text_to_image: float = 0.8,  # fraction of caption-first samples (Transfusion sec. 4.1: 0.8)
         seed: int = 0,  # seeds which examples come caption-first, together with the epoch
-        append_eos: bool = False,  # end every sample with the tokenizer's <eos>
+        append_eos: bool = False,  # end a caption that closes a sample with <eos> (never after an image)
         classes: Sequence[str] | None = None,  # class names; default: the sorted distinct captions
         labels: Tensor | None = None,  # (b,) class index per example; default: the caption's index in `classes`
     ):
-        if not isinstance(images, Tensor) or not images.dtype.is_floating_point or images.ndim != 4:
-            got = f'{images.dtype} of shape {tuple(images.shape)}' if isinstance(images, Tensor) else type(images).__name__
-            raise TypeError(f'CaptionedImages: expected images as a float tensor (b, c, h, w), got {got}')
-        if isinstance(captions, str) or len(captions) != len(images):
-            raise ValueError(f'CaptionedImages: expected one caption per image ({len(images)}), got '
-                             f'{"a single str" if isinstance(captions, str) else len(captions)}')
-        if len(images) == 0: raise ValueError('CaptionedImages: expected at least one example, got none')
-        if not torch.isfinite(images).all(): raise ValueError('CaptionedImages: the images contain NaN or inf')
-        lo, hi = images.min().item(), images.max().item()
-        if lo < -1 - 1e-6 or hi > 1 + 1e-6:
-            raise ValueError(f'CaptionedImages: expected images scaled to [-1, 1], got values in [{lo:g}, {hi:g}]; '
-                             'scale them with to_model_range(images, lo, hi)')
-        if not 0 <= p_text_to_image <= 1: raise ValueError(f'CaptionedImages: p_text_to_image must lie in [0, 1], got {p_text_to_image}')
+        _check_images(images, captions, p_text_to_image)
         self.images, self.captions = images, list(captions)
         self.tokenizer = default(tokenizer, lambda: WordTokenizer.from_captions(self.captions))
         self._ids = {}  # caption -> token ids, each distinct caption tokenized once
@@ -221,39 +238,49 @@ class CaptionedImages(Dataset):
         self.p_text_to_image, self.seed, self.append_eos = p_text_to_image, seed, append_eos
         self.set_epoch(0)
 
-    def set_epoch(self, epoch: int) -> None:
-        "Redraw which examples come caption-first: exactly round(p_text_to_image * len) of them, seeded by (seed, epoch)."
-        self.epoch = epoch
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        n = len(self)
-        self.text_first = torch.zeros(n, dtype=torch.bool)
-        self.text_first[torch.randperm(n, generator=g)[:round(self.p_text_to_image * n)]] = True
-
     def __len__(self) -> int: return len(self.images)
-    @property
-    def image_shape(self) -> tuple[int, ...]: return tuple(self.images.shape[1:])  # (c, h, w)
-
-    def caption_ids(self, i: int) -> Tensor:
-        "The token ids of example `i`'s caption, `(n,)` long."
-        return self._ids[self.captions[i]]
-
-    def sample(self, i: int, text_first: bool | None = None) -> list[Tensor]:
-        "Example `i` as a sample, in the epoch's order unless `text_first` is given."
-        text_first = bool(self.text_first[i]) if text_first is None else text_first
-        eos_id = self.tokenizer.eos_id if self.append_eos else None
-        return make_sample(self.caption_ids(i), self.images[i], text_first, eos_id)
-
     def __getitem__(self, i: int) -> list[Tensor]: return self.sample(int(i))
-
     def __repr__(self) -> str:
         return (f'CaptionedImages({len(self)} images {self.image_shape}, {len(self.classes)} classes, '
                 f'vocab_size={self.tokenizer.vocab_size}, p_text_to_image={self.p_text_to_image}, epoch={self.epoch})')
 
+# %% ../nbs/09_data.ipynb #e62e3302
+@patch_to(CaptionedImages)
+def set_epoch(self, epoch: int) -> None:
+    "Redraw which examples come caption-first: exactly round(p_text_to_image * len) of them, seeded by (seed, epoch)."
+    self.epoch = epoch
+    g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+    n = len(self)
+    self.text_first = torch.zeros(n, dtype=torch.bool)
+    self.text_first[torch.randperm(n, generator=g)[:round(self.p_text_to_image * n)]] = True
+
+# %% ../nbs/09_data.ipynb #af915893
+@patch_to(CaptionedImages, as_prop=True)
+def image_shape(self) -> tuple[int, ...]:
+    "`(c, h, w)` of every image."
+    return tuple(self.images.shape[1:])
+
+# %% ../nbs/09_data.ipynb #90650219
+@patch_to(CaptionedImages)
+def caption_ids(self, i: int) -> Tensor:
+    "The token ids of example `i`'s caption, `(n,)` long."
+    return self._ids[self.captions[i]]
+
+# %% ../nbs/09_data.ipynb #8aa40cfc
+@patch_to(CaptionedImages)
+def sample(self, i: int, text_first: bool | None = None) -> list[Tensor]:
+    "Example `i` as a sample, in the epoch's order unless `text_first` is given."
+    text_first = bool(self.text_first[i]) if text_first is None else text_first
+    eos_id = self.tokenizer.eos_id if self.append_eos else None
+    return make_sample(self.caption_ids(i), self.images[i], text_first, eos_id)
+
+# %% ../nbs/09_data.ipynb #eeb11fb0
 def collate_samples(batch: Sequence[list[Tensor]]) -> list[list[Tensor]]:
     "Collate for a DataLoader: check each sample and return the batch as a list of samples (the model packs them)."
     for k, s in enumerate(batch): validate_sample(s, where=f'sample {k} of the batch')
     return list(batch)
 
+# %% ../nbs/09_data.ipynb #c37a97fe
 def sample_loader(
     ds: Dataset,  # a data set of samples, e.g. `CaptionedImages`
     batch_size: int = 32,  # samples per batch
@@ -265,11 +292,12 @@ def sample_loader(
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=collate_samples,
                       generator=torch.Generator().manual_seed(seed), **kwargs)
 
+# %% ../nbs/09_data.ipynb #6b126b36
 def digits_datasets(
     p_text_to_image: float = 0.8,  # fraction of caption-first samples
     test_size: float = 0.25,  # fraction held out for testing
     seed: int = 0,  # seed of the split and of the orders
-    append_eos: bool = False,  # end every sample with <eos>
+    append_eos: bool = False,  # end a caption that closes a sample with <eos>
 ) -> tuple[CaptionedImages, CaptionedImages]:
     "The bundled 8x8 digits as (train, test) `CaptionedImages`, captioned 'zero' .. 'nine', sharing one tokenizer."
     s, tok = load_digits_split(test_size, seed), digits_tokenizer()
@@ -277,51 +305,35 @@ def digits_datasets(
                                         append_eos, classes=DIGIT_WORDS, labels=y)
     return make(s.x_train, s.y_train), make(s.x_test, s.y_test)
 
-# %% ../nbs/09_data.ipynb #f2c7456a
-def plot_image_grid(
-    images: Tensor,  # (b, c, y, x) in [-1, 1]; c = 1 (grey) or 3 (colour)
-    titles: Sequence[str] | None = None,  # one title per image
-    ncols: int = 8,  # images per row
-    size: float = 0.9,  # inches per image
-    title_size: float = 8.,  # font size of the titles
-):
-    "Draw images in a grid with optional titles; returns the axes `(rows, ncols)`."
-    images = torch.as_tensor(images).detach().cpu()
-    if images.ndim != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f'plot_image_grid: expected images (b, 1 or 3, h, w), got shape {tuple(images.shape)}')
-    nrows = max(1, -(-len(images) // ncols))
-    fig, axs = new_fig(nrows, ncols, size=size, squeeze=False)
-    for k, ax in enumerate(axs.flat):
-        ax.set_axis_off()
-        if k >= len(images): continue
-        im = to_unit_range(images[k]).permute(1, 2, 0).numpy()  # (y, x, c)
-        ax.imshow(im[..., 0] if im.shape[-1] == 1 else im, cmap='gray', vmin=0, vmax=1)
-        if exists(titles): ax.set_title(titles[k], fontsize=title_size)
-    fig.tight_layout(pad=0.2, h_pad=0.9 if exists(titles) else 0.2)
-    return axs
-
+# %% ../nbs/09_data.ipynb #6b9be537
 def sample_title(sample: list[Tensor], tokenizer: WordTokenizer) -> str:
     "A short description of a sample's order: `'\"seven\" → ▣'` (text-to-image) or `'▣ → \"seven\"'` (captioning)."
     return ' → '.join(f'"{tokenizer.decode(t)}"' if t.dtype == torch.long else '▣' for t in sample)
 
+# %% ../nbs/09_data.ipynb #b4101bd6
 def plot_samples(
     ds: CaptionedImages,  # the data set to show
     start: int = 0,  # index of the first example shown
     n: int = 16,  # how many examples
     ncols: int = 8,  # examples per row
+    axs=None,  # axes to draw into (at least n); a new figure when None
 ):
-    "Draw examples `start .. start+n` as samples: image with caption and order (text-to-image or captioning)."
+    "Draw examples `start .. start+n` as samples: image with caption and order (text-to-image or captioning); returns the axes."
     idxs = range(start, min(start + n, len(ds)))
     samples = [ds[i] for i in idxs]
     images = torch.stack([next(t for t in s if t.dtype != torch.long) for s in samples])
-    return plot_image_grid(images, [sample_title(s, ds.tokenizer) for s in samples], ncols=ncols, size=1.2)
+    axs = show_images(images, [sample_title(s, ds.tokenizer) for s in samples], ncols=ncols, size=1.2, axs=axs)
+    axs.flat[0].figure.tight_layout(pad=0.2, h_pad=0.9)
+    return axs
 
+# %% ../nbs/09_data.ipynb #fc997194
 def plot_class_balance(
     *datasets: CaptionedImages,  # data sets with `labels` and `classes` (e.g. train, test)
     names: Sequence[str] = ('train', 'test'),  # one name per data set
+    ax=None,  # draw into this axes, else a new figure
 ):
-    "Bar chart of examples per class in each data set, with each class's share in the title."
-    fig, ax = new_fig(1, 1, size=3., figsize=(7, 2.6))
+    "Bar chart of examples per class in each data set, with each class's share in the title; returns the axes."
+    if not exists(ax): _, ax = new_fig(1, 1, size=3., figsize=(7, 2.6))
     classes = datasets[0].classes
     width = 0.8 / len(datasets)
     for k, (ds, name) in enumerate(zip(datasets, names)):
@@ -332,17 +344,20 @@ def plot_class_balance(
     ax.set_ylabel('examples'); ax.legend(fontsize=8, loc='upper center', ncol=len(datasets), frameon=False)
     total = sum(len(ds) for ds in datasets)
     ax.set_title('examples per class; ' + ', '.join(f'{n} {len(ds) / total:.0%}' for ds, n in zip(datasets, names)), fontsize=9)
-    fig.tight_layout()
+    ax.figure.tight_layout()
     return ax
 
-# %% ../nbs/09_data.ipynb #e09d8093
+# %% ../nbs/09_data.ipynb #490d07d6
 FASHION_CAPTIONS: tuple[str, ...] = ('t-shirt', 'trouser', 'pullover', 'dress', 'coat', 'sandal', 'shirt',
                                      'sneaker', 'bag', 'ankle boot')
+
+# %% ../nbs/09_data.ipynb #c36e6b5d
 TORCHVISION_SETS: dict[str, tuple[str, tuple[str, ...]]] = {   # name -> (torchvision class, captions)
     'mnist': ('MNIST', DIGIT_WORDS),
     'fashion-mnist': ('FashionMNIST', FASHION_CAPTIONS),
 }
 
+# %% ../nbs/09_data.ipynb #5fa61936
 def _load_torchvision(name: str, root: str, train: bool, download: bool) -> tuple[Tensor, Tensor]:
     import torchvision.datasets as tvd
     cls = getattr(tvd, TORCHVISION_SETS[name][0])
@@ -359,6 +374,7 @@ def _load_torchvision(name: str, root: str, train: bool, download: bool) -> tupl
                            f'(digits_datasets), which need no download.') from e
     return ds.data, ds.targets  # (b, 28, 28) uint8, (b,) long
 
+# %% ../nbs/09_data.ipynb #9a2c50cf
 def torchvision_datasets(
     name: str = 'mnist',  # 'mnist' or 'fashion-mnist'
     root: str = 'data',  # folder that holds (or will hold) the downloaded files
@@ -367,7 +383,7 @@ def torchvision_datasets(
     limit: int | None = None,  # keep only the first `limit` examples of each split
     p_text_to_image: float = 0.8,  # fraction of caption-first samples
     seed: int = 0,  # seed of the orders
-    append_eos: bool = False,  # end every sample with <eos>
+    append_eos: bool = False,  # end a caption that closes a sample with <eos>
 ) -> tuple[CaptionedImages, CaptionedImages]:
     "MNIST or Fashion-MNIST from torchvision as (train, test) `CaptionedImages`, images `(b, 1, 28, 28)` in [-1, 1]."
     if name not in TORCHVISION_SETS:
@@ -384,9 +400,9 @@ def torchvision_datasets(
                                classes=captions, labels=y)
     return make(True), make(False)
 
-# %% ../nbs/09_data.ipynb #667679dc
-@classmethod
-def _from_pairs(
+# %% ../nbs/09_data.ipynb #e0e6fe30
+@patch_to(CaptionedImages, cls_method=True)
+def from_pairs(
     cls,
     pairs: Iterable[tuple[str, Any]],  # (caption, image) with image (h, w) or (c, h, w), tensor or array
     value_range: tuple[float, float] = (-1., 1.),  # the images' pixel range, mapped to [-1, 1]
@@ -421,5 +437,3 @@ def _from_pairs(
     if not images: raise ValueError('from_pairs: expected at least one (caption, image) pair, got none')
     images = to_model_range(torch.stack(images), lo, hi).clamp(-1, 1)  # (b, c, y, x)
     return cls(images, captions, tokenizer, **kwargs)
-
-CaptionedImages.from_pairs = _from_pairs
