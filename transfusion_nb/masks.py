@@ -23,7 +23,7 @@ __all__ = ['Layout', 'parse_layout', 'check_modality_positions', 'modality_posit
 # einops letters: b batch, n tokens, i query positions, j key positions, h heads, e head width,
 # m modality spans (images) in one sample, o modality types (new here: not yet in utils.EINOPS_GLOSSARY)
 
-# %% ../nbs/03_attention_masks.ipynb #ce019431
+# %% ../nbs/03_attention_masks.ipynb #cf562616
 class Layout(NamedTuple):
     "One sample: its spans `(type, offset, length)`, real length `seq_len`, padded length `n`, whether BOI/EOI surround each span."
     spans: list[tuple[int, int, int]]
@@ -31,6 +31,7 @@ class Layout(NamedTuple):
     n: int
     markers: bool
 
+# %% ../nbs/03_attention_masks.ipynb #f9f69c71
 _LAYOUT_ITEM = re.compile(r'^([tip])(\d+)(?::(\d+))?$')
 
 def parse_layout(
@@ -57,7 +58,7 @@ def parse_layout(
     if pos == 0: raise ValueError(f'parse_layout: {layout!r} has no real tokens, only padding')
     return Layout(spans, pos, pos + pad, markers)
 
-# %% ../nbs/03_attention_masks.ipynb #932b6438
+# %% ../nbs/03_attention_masks.ipynb #37c7cb91
 def _first_bad(bad: Tensor) -> tuple[int, ...] | None:
     "Index of the first True entry of `bad`, or None."
     if not bool(bad.any()): return None
@@ -73,6 +74,17 @@ def _lens(seq_lens, b: int, n: int, device=None) -> Tensor:
     if exists(bad): raise ValueError(f'seq_lens[{bad[0]}] = {int(lens[bad])} must be in [1, n={n}]')
     return lens.long()
 
+def _first_overlap(offs: Tensor, ends: Tensor, real: Tensor) -> tuple[int, int, int] | None:
+    "The first overlapping pair of real spans as `(b, k1, k2)` (row indices), or None: sort by offset, compare neighbours."
+    key = offs.masked_fill(~real, torch.iinfo(torch.long).max)  # padding rows last
+    order = key.argsort(dim=-1, stable=True)
+    s_offs, s_ends, s_real = offs.gather(-1, order), ends.gather(-1, order), real.gather(-1, order)
+    idx = _first_bad(s_real[:, 1:] & (s_offs[:, 1:] < s_ends[:, :-1]))
+    if not exists(idx): return None
+    b, k = idx
+    return b, int(order[b, k]), int(order[b, k + 1])
+
+# %% ../nbs/03_attention_masks.ipynb #48eab8c2
 def check_modality_positions(
     modality_positions: Tensor,  # (b, m, 3) = (type, offset, length)
     n: int,  # padded sequence length
@@ -100,15 +112,8 @@ def check_modality_positions(
     if exists(num_types): fail(real & (types >= num_types), lambda b, k: f'modality type must be < num_types={num_types}')
     fail(real & (ends > lens[:, None]), lambda b, k: f'ends at {int(ends[b, k])}, past the sequence end (seq_len {int(lens[b])})')
     fail(~real[:, :-1] & real[:, 1:], lambda b, k: 'is a padding row (length 0) followed by a real span; padding rows must come last')
-    # overlaps: sort each sample's real spans by offset (padding rows last), then compare neighbours
-    key = offs.masked_fill(~real, torch.iinfo(torch.long).max)
-    order = key.argsort(dim=-1, stable=True)
-    s_offs, s_ends, s_real = offs.gather(-1, order), ends.gather(-1, order), real.gather(-1, order)
-    overlap = s_real[:, 1:] & (s_offs[:, 1:] < s_ends[:, :-1])
-    idx = _first_bad(overlap)
-    if exists(idx):
-        b, k = idx
-        raise ValueError(f'{span(b, int(order[b, k]))} and {span(b, int(order[b, k + 1]))[len(f"sample {b}, "):]} overlap')
+    ov = _first_overlap(offs, ends, real)
+    if exists(ov): raise ValueError(f'{span(ov[0], ov[1])} and {span(ov[0], ov[2])[len(f"sample {ov[0]}, "):]} overlap')
     both = real[:, :-1] & real[:, 1:]
     fail(both & (offs[:, 1:] < offs[:, :-1]), lambda b, k: 'is followed by a span with a smaller offset; real spans must be sorted by offset')
     if markers:
@@ -117,6 +122,7 @@ def check_modality_positions(
         fail(both & (offs[:, 1:] - ends[:, :-1] < 2), lambda b, k: 'the next span starts too soon: EOI and BOI need two tokens between spans')
     return lens
 
+# %% ../nbs/03_attention_masks.ipynb #270f7823
 def modality_positions_tensor(
     spans: Sequence[Sequence[tuple[int, ...]]],  # per sample, a list of (type, offset, length) or (offset, length) for type 0
     n: int,  # padded sequence length
@@ -144,6 +150,7 @@ def modality_positions_tensor(
     check_modality_positions(mp, n, seq_lens, num_types, markers)
     return mp
 
+# %% ../nbs/03_attention_masks.ipynb #02bd9c8e
 def batch_layouts(
     layouts: Sequence[Layout | str],  # one layout (or layout string) per sample
     markers: bool = True,  # for strings: add BOI/EOI around every image
@@ -155,7 +162,7 @@ def batch_layouts(
     seq_lens = torch.tensor([l.seq_len for l in layouts], device=device)
     return modality_positions_tensor([l.spans for l in layouts], n, seq_lens, device=device), seq_lens, n
 
-# %% ../nbs/03_attention_masks.ipynb #6b00d258
+# %% ../nbs/03_attention_masks.ipynb #9230ee5f
 def _span_labels(values: Tensor, modality_positions: Tensor, n: int) -> Tensor:
     "Per token: `values[b, k]` inside span k of sample b, -1 outside; `(b, n)`, via scatter + cumsum."
     _, offs, lengths = modality_positions.long().unbind(-1)  # (b, m)
@@ -172,6 +179,7 @@ def modality_ids(
     b, m, _ = modality_positions.shape
     return _span_labels(torch.arange(m, device=modality_positions.device).expand(b, m), modality_positions, n)
 
+# %% ../nbs/03_attention_masks.ipynb #fbcef258
 def modality_types(
     modality_positions: Tensor,  # (b, m, 3) = (type, offset, length)
     n: int,  # sequence length
@@ -179,6 +187,7 @@ def modality_types(
     "Per token, the modality type of its span, -1 for text and padding: `(b, n)` long."
     return _span_labels(modality_positions[..., 0], modality_positions, n)
 
+# %% ../nbs/03_attention_masks.ipynb #06e3ffbb
 def is_modality_token(
     modality_positions: Tensor,  # (b, m, 3) = (type, offset, length)
     n: int,  # sequence length
@@ -186,6 +195,7 @@ def is_modality_token(
     "True where the token is an image (modality) token: `(b, n)` bool."
     return modality_ids(modality_positions, n) >= 0
 
+# %% ../nbs/03_attention_masks.ipynb #03e5b9f6
 def modality_type_masks(
     modality_positions: Tensor,  # (b, m, 3) = (type, offset, length)
     n: int,  # sequence length
@@ -252,7 +262,7 @@ def dense_attn_mask(
     if validate: kv_start = _check_kv_start(kv_start, *limits.shape)
     return mask & (keys >= kv_start[:, :, None])
 
-# %% ../nbs/03_attention_masks.ipynb #dd56dc9d
+# %% ../nbs/03_attention_masks.ipynb #4f786cee
 _KIND_COLORS = {'text': '#c8c8c8', 'BOI/EOI': '#6b6b6b', 'pad': '#ffffff'}
 _TYPE_COLORS = ['#e8871e', '#2a9d8f', '#8e5bd0', '#d1495b']  # image types 0, 1, 2, 3
 
@@ -267,6 +277,7 @@ def _token_colors(lay: Layout) -> list[str]:
         if lay.markers: colors[off - 1] = colors[off + length] = _KIND_COLORS['BOI/EOI']
     return colors
 
+# %% ../nbs/03_attention_masks.ipynb #3b968025
 def _draw_strips(ax, lay: Layout, axes: str = 'xy'):
     "Coloured strips of token kinds just outside the image, along the top (x) and/or left (y) edge."
     from matplotlib.patches import Rectangle
@@ -280,6 +291,7 @@ def _draw_strips(ax, lay: Layout, axes: str = 'xy'):
         start = t
     ax.set_xlim(-.5 - 1.4 * w, lay.n - .5); ax.set_ylim(lay.n - .5, -.5 - 1.4 * w)
 
+# %% ../nbs/03_attention_masks.ipynb #9d319d04
 def _kind_handles(lay: Layout) -> list:
     "Legend handles for the token kinds present in a layout."
     from matplotlib.patches import Patch
@@ -293,6 +305,7 @@ def _mask_handles() -> list:
     from matplotlib.patches import Patch
     return [Patch(facecolor=c, label=l) for c, l in (('#3b6ea8', 'causal'), ('#f0a030', 'same image only'))]
 
+# %% ../nbs/03_attention_masks.ipynb #32e899e2
 def plot_attn_mask(
     layout: Layout | str,  # a layout or a layout string such as 't4 i9 t3 i4'
     block_size: int | None = None,  # draw the block grid of a BlockMask with this block size
