@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
+from fastcore.basics import patch_to
 from torch import nn, Tensor
 from einops import reduce
 
-from .utils import exists, default, new_fig
+from .utils import exists, default, new_fig, show_images
 
 # einops letters (transfusion_nb.utils.EINOPS_GLOSSARY): b batch (samples; or images, one per row),
 # m images in one sample, n tokens, d features per token (or coordinates of a point),
@@ -24,7 +25,7 @@ __all__ = ['SCHEDULES', 'PAPER_DIFFUSION_LOSS_WEIGHT', 'check_network_time', 'Si
            'Diffusion', 'DDPM', 'FlowMatching', 'plot_noising', 'transfusion_loss', 'NoisedImages', 'noise_images',
            'token_times', 'cfg_combine', 'guided', 'ddpm_timesteps', 'ddpm_ancestral_step', 'ddim_step',
            'ddpm_sample_loop', 'euler_step', 'midpoint_step', 'flow_sample_loop', 'GaussianMixture', 'optimal_denoiser',
-           'plot_samples', 'plot_trajectories']
+           'plot_points', 'plot_trajectories']
 
 # %% ../nbs/04_diffusion.ipynb #3407aca3
 def check_network_time(
@@ -41,7 +42,7 @@ def check_network_time(
                          f'got values in [{tau.min().item():.4g}, {tau.max().item():.4g}]')
     return tau
 
-# %% ../nbs/04_diffusion.ipynb #4d8174a4
+# %% ../nbs/04_diffusion.ipynb #406b261c
 class SinusoidalTimeEmbedding(nn.Module):
     "Sinusoidal features of the network time tau in [0, 1] (Vaswani et al. 2017, as DDPM uses them): (...) -> (..., dim)."
     def __init__(self,
@@ -60,6 +61,7 @@ class SinusoidalTimeEmbedding(nn.Module):
         args = tau[..., None] * self.time_scale * freqs  # (..., d/2)
         return torch.cat([args.sin(), args.cos()], dim=-1)
 
+# %% ../nbs/04_diffusion.ipynb #ff844a55
 class RandomFourierTimeEmbedding(nn.Module):
     "Random Fourier features of the network time tau in [0, 1] (Tancik et al. 2020): (...) -> (..., dim)."
     def __init__(self,
@@ -96,9 +98,7 @@ def plot_time_embedding(
     ax.set_title(default(title, type(emb).__name__), fontsize=9)
     return ax
 
-# %% ../nbs/04_diffusion.ipynb #9b758225
-SCHEDULES = ('cosine', 'linear')
-
+# %% ../nbs/04_diffusion.ipynb #123d44c2
 def cosine_alpha_bar(
     u: Tensor,  # noise fraction t/T in [0, 1]
     s: float = 0.008,  # small offset so beta near u = 0 is not too small (Nichol & Dhariwal 2021)
@@ -106,6 +106,9 @@ def cosine_alpha_bar(
     "The cosine schedule's alpha_bar at noise fraction `u`, in closed form."
     f = lambda v: torch.cos((v + s) / (1 + s) * math.pi / 2) ** 2
     return f(u) / f(torch.zeros_like(u))
+
+# %% ../nbs/04_diffusion.ipynb #bb347053
+SCHEDULES = ('cosine', 'linear')  # the schedules `make_betas` knows
 
 def make_betas(
     T: int,  # number of diffusion steps
@@ -146,7 +149,7 @@ def plot_schedules(
     axs[1].set_title('x_t = α x + σ ε', fontsize=9)
     return axs
 
-# %% ../nbs/04_diffusion.ipynb #c92b0c21
+# %% ../nbs/04_diffusion.ipynb #cd0c60f5
 def _as_shape(shape) -> tuple[int, ...]:
     return (shape,) if isinstance(shape, int) else tuple(shape)
 
@@ -156,6 +159,7 @@ def _per_row(t: Tensor, x: Tensor, name: str = 'times') -> Tensor:
         raise ValueError(f'{name} of shape {tuple(t.shape)} must match the leading dims of x {tuple(x.shape)}: one time per row (or one scalar)')
     return t.reshape(*t.shape, *((1,) * (x.ndim - t.ndim)))
 
+# %% ../nbs/04_diffusion.ipynb #74726ac8
 class Diffusion(nn.Module):
     "The interface `DDPM` and `FlowMatching` share: times, noising, targets, the masked loss, guidance, sampling."
     methods: tuple[str, ...] = ()  # sampler names this objective supports
@@ -171,6 +175,7 @@ class Diffusion(nn.Module):
         self.method = default(method, self.methods[0])
         self._check_method(self.method)
 
+
     # --- times: each objective's own units, and the network time tau in [0, 1] (0 = noise, 1 = clean)
     def sample_times(self, shape, *, generator=None, max_noise=None, device=None) -> Tensor: raise NotImplementedError
     def check_times(self, t: Tensor) -> Tensor: raise NotImplementedError
@@ -180,101 +185,117 @@ class Diffusion(nn.Module):
     def target(self, x: Tensor, noise: Tensor, t: Tensor) -> Tensor: raise NotImplementedError
     def predict_x0(self, x_t: Tensor, pred: Tensor, t: Tensor) -> Tensor: raise NotImplementedError
 
-    def _noise_cap(self, max_noise, shape, device) -> Tensor:
-        "`max_noise` (None, a float, or a tensor matching a prefix of `shape`) as a tensor broadcastable to `shape`."
-        cap = torch.as_tensor(default(max_noise, 1.), dtype=torch.float32, device=device)
-        if cap.ndim:
-            if tuple(cap.shape) != tuple(shape[:cap.ndim]):
-                raise ValueError(f'max_noise of shape {tuple(cap.shape)} must match the leading dims of the times {tuple(shape)}')
-            cap = cap.reshape(*cap.shape, *((1,) * (len(shape) - cap.ndim)))
-        if not ((cap > 0) & (cap <= 1)).all():
-            raise ValueError(f'max_noise must be in (0, 1] (the largest allowed fraction of the noise axis), got {max_noise}')
-        return cap
-
-    def _check_pair(self, x: Tensor, other: Tensor, name: str):
-        if x.shape != other.shape: raise ValueError(f'{name} shape {tuple(other.shape)} != x shape {tuple(x.shape)}')
-
-    # --- the forward process
-    def add_noise(self,
-        x: Tensor,  # clean data (b, ...)
-        t: Tensor,  # times in this objective's units: one per row (b,), or a prefix of x's shape, or a scalar
-        noise: Tensor,  # standard Gaussian noise, shaped like x
-    ) -> Tensor:
-        "The noised data x_t = alpha_t x + sigma_t noise."
-        self._check_pair(x, noise, 'noise')
-        alpha, sigma = (_per_row(v, x) for v in self.alpha_sigma(t))
-        return alpha.to(x.dtype) * x + sigma.to(x.dtype) * noise
-
-    # --- the loss
-    def loss(self,
-        pred: Tensor,  # the network's prediction, (b, n, d) tokens or (b, ...) images
-        target: Tensor,  # `self.target(...)`, same shape
-        mask: Tensor | None = None,  # bool, a prefix of pred's shape, e.g. (b, n): True where a token is an image token
-        reduction: str = 'token',  # 'token': mean over all masked tokens; 'image': mean over rows of each row's mean; 'none': (b,) per row
-    ) -> Tensor:
-        "MSE between `pred` and `target` averaged over the tokens `mask` keeps (every element when `mask` is None)."
-        if pred.shape != target.shape: raise ValueError(f'pred shape {tuple(pred.shape)} != target shape {tuple(target.shape)}')
-        if reduction not in ('token', 'image', 'none'): raise ValueError(f"reduction must be 'token', 'image' or 'none', got {reduction!r}")
-        if mask is None: mask = torch.ones(pred.shape[:1], dtype=torch.bool, device=pred.device)
-        if mask.dtype != torch.bool: raise TypeError(f'mask must be a bool tensor, got dtype {mask.dtype}')
-        mask = _per_row(mask, pred, 'mask').expand_as(pred)
-        # where(), not multiplication: NaN or inf in padding must not leak into the loss or its gradient
-        err = (torch.where(mask, pred, 0.) - torch.where(mask, target, 0.)) ** 2
-        sums = reduce(err, 'b ... -> b', 'sum')
-        counts = reduce(mask.float(), 'b ... -> b', 'sum')
-        if reduction == 'token': return sums.sum() / counts.sum().clamp(min=1)
-        per_row = sums / counts.clamp(min=1)
-        if reduction == 'none': return per_row
-        has_tokens = counts > 0
-        return per_row[has_tokens].sum() / has_tokens.sum().clamp(min=1)
-
-    # --- classifier-free guidance, training side
-    def drop_cond_mask(self, shape, *, generator=None, device=None) -> Tensor:
-        "Bool (shape): True where the conditioning is dropped this step, each with probability `cond_drop_prob`."
-        return torch.rand(_as_shape(shape), generator=generator, device=device) < self.cond_drop_prob
-
-    # --- sampling
     def _check_method(self, method):
         if method not in self.methods:
             raise ValueError(f'{type(self).__name__}: unknown sampler {method!r}; expected one of {self.methods}')
 
-    def sample(self,
-        denoise_fn: Callable[[Tensor, Tensor], Tensor],  # (x_t, tau (b,)) -> prediction of `target`, shaped like x_t
-        shape=None,  # shape of the batch to generate, (b, ...); or give `noise`
-        *,
-        noise: Tensor | None = None,  # the starting noise (b, ...), drawn with `generator` when None
-        steps: int | None = None,  # number of sampling steps (default: `self.steps`)
-        method: str | None = None,  # sampler name (default: `self.method`)
-        generator: torch.Generator | None = None,  # for the starting noise and any noise the sampler adds
-        device=None,  # where to draw the starting noise (default: where the objective's buffers are)
-        uncond_fn: Callable[[Tensor, Tensor], Tensor] | None = None,  # unconditional predictions, for guidance
-        guidance_scale: float = 1.,  # classifier-free guidance scale w (1 = no guidance)
-        return_trajectory: bool = False,  # also return every intermediate x, (steps + 1, b, ...)
-        **kwargs,  # sampler options (DDPM: `eta` for DDIM, `clip_x0`)
-    ):
-        "Generate data from noise by calling `denoise_fn(x_t, tau)` `steps` times (twice as often for midpoint)."
-        steps, method = default(steps, self.steps), default(method, self.method)
-        self._check_method(method)
-        if not isinstance(steps, int) or steps < 1: raise ValueError(f'steps must be a positive int, got {steps!r}')
-        if noise is None:
-            if shape is None: raise ValueError('sample: give the shape to generate or the starting noise')
-            noise = torch.randn(_as_shape(shape), generator=generator, device=default(device, self._device()))
-        elif shape is not None and tuple(noise.shape) != _as_shape(shape):
-            raise ValueError(f'noise shape {tuple(noise.shape)} != shape {_as_shape(shape)}')
-        fn = guided(denoise_fn, uncond_fn, guidance_scale) if exists(uncond_fn) else denoise_fn
+# %% ../nbs/04_diffusion.ipynb #c3610f35
+@patch_to(Diffusion)
+def _noise_cap(self, max_noise, shape, device) -> Tensor:
+    "`max_noise` (None, a float, or a tensor matching a prefix of `shape`) as a tensor broadcastable to `shape`."
+    cap = torch.as_tensor(default(max_noise, 1.), dtype=torch.float32, device=device)
+    if cap.ndim:
+        if tuple(cap.shape) != tuple(shape[:cap.ndim]):
+            raise ValueError(f'max_noise of shape {tuple(cap.shape)} must match the leading dims of the times {tuple(shape)}')
+        cap = cap.reshape(*cap.shape, *((1,) * (len(shape) - cap.ndim)))
+    if not ((cap > 0) & (cap <= 1)).all():
+        raise ValueError(f'max_noise must be in (0, 1] (the largest allowed fraction of the noise axis), got {max_noise}')
+    return cap
 
-        def call(x, tau):  # every prediction goes through here: one tau per row, shape checked
-            pred = fn(x, tau.expand(x.shape[0]))
-            if pred.shape != x.shape: raise ValueError(f'denoise_fn returned shape {tuple(pred.shape)}, expected {tuple(x.shape)}')
-            return pred
+@patch_to(Diffusion)
+def _check_pair(self, x: Tensor, other: Tensor, name: str):
+    if x.shape != other.shape: raise ValueError(f'{name} shape {tuple(other.shape)} != x shape {tuple(x.shape)}')
 
-        xs = self._sample(call, noise, steps, method, generator, **kwargs)  # list of x along the way
-        return (xs[-1], torch.stack(xs)) if return_trajectory else xs[-1]
+# --- the forward process
 
-    def _device(self):
-        return next(iter(self.buffers()), torch.empty(0)).device
+# %% ../nbs/04_diffusion.ipynb #5f254209
+@patch_to(Diffusion)
+def add_noise(self,
+    x: Tensor,  # clean data (b, ...)
+    t: Tensor,  # times in this objective's units: one per row (b,), or a prefix of x's shape, or a scalar
+    noise: Tensor,  # standard Gaussian noise, shaped like x
+) -> Tensor:
+    "The noised data x_t = alpha_t x + sigma_t noise."
+    self._check_pair(x, noise, 'noise')
+    alpha, sigma = (_per_row(v, x) for v in self.alpha_sigma(t))
+    return alpha.to(x.dtype) * x + sigma.to(x.dtype) * noise
 
-# %% ../nbs/04_diffusion.ipynb #06181ea5
+# --- the loss
+
+# %% ../nbs/04_diffusion.ipynb #3f062249
+@patch_to(Diffusion)
+def loss(self,
+    pred: Tensor,  # the network's prediction, (b, n, d) tokens or (b, ...) images
+    target: Tensor,  # `self.target(...)`, same shape
+    mask: Tensor | None = None,  # bool, a prefix of pred's shape, e.g. (b, n): True where a token is an image token
+    reduction: str = 'token',  # 'token': mean over all masked tokens; 'image': mean over rows of each row's mean; 'none': (b,) per row
+) -> Tensor:
+    "MSE between `pred` and `target` averaged over the tokens `mask` keeps (every element when `mask` is None)."
+    if pred.shape != target.shape: raise ValueError(f'pred shape {tuple(pred.shape)} != target shape {tuple(target.shape)}')
+    if reduction not in ('token', 'image', 'none'): raise ValueError(f"reduction must be 'token', 'image' or 'none', got {reduction!r}")
+    if mask is None: mask = torch.ones(pred.shape[:1], dtype=torch.bool, device=pred.device)
+    if mask.dtype != torch.bool: raise TypeError(f'mask must be a bool tensor, got dtype {mask.dtype}')
+    mask = _per_row(mask, pred, 'mask').expand_as(pred)
+    # where(), not multiplication: NaN or inf in padding must not leak into the loss or its gradient
+    err = (torch.where(mask, pred, 0.) - torch.where(mask, target, 0.)) ** 2
+    sums = reduce(err, 'b ... -> b', 'sum')
+    counts = reduce(mask.float(), 'b ... -> b', 'sum')
+    if reduction == 'token': return sums.sum() / counts.sum().clamp(min=1)
+    per_row = sums / counts.clamp(min=1)
+    if reduction == 'none': return per_row
+    has_tokens = counts > 0
+    return per_row[has_tokens].sum() / has_tokens.sum().clamp(min=1)
+
+# --- classifier-free guidance, training side
+
+# %% ../nbs/04_diffusion.ipynb #509519ea
+@patch_to(Diffusion)
+def drop_cond_mask(self, shape, *, generator=None, device=None) -> Tensor:
+    "Bool (shape): True where the conditioning is dropped this step, each with probability `cond_drop_prob`."
+    return torch.rand(_as_shape(shape), generator=generator, device=device) < self.cond_drop_prob
+
+# --- sampling
+
+# %% ../nbs/04_diffusion.ipynb #661240aa
+@patch_to(Diffusion)
+def sample(self,
+    denoise_fn: Callable[[Tensor, Tensor], Tensor],  # (x_t, tau (b,)) -> prediction of `target`, shaped like x_t
+    shape=None,  # shape of the batch to generate, (b, ...); or give `noise`
+    *,
+    noise: Tensor | None = None,  # the starting noise (b, ...), drawn with `generator` when None
+    steps: int | None = None,  # number of sampling steps (default: `self.steps`)
+    method: str | None = None,  # sampler name (default: `self.method`)
+    generator: torch.Generator | None = None,  # for the starting noise and any noise the sampler adds
+    device=None,  # where to draw the starting noise (default: where the objective's buffers are)
+    uncond_fn: Callable[[Tensor, Tensor], Tensor] | None = None,  # unconditional predictions, for guidance
+    guidance_scale: float = 1.,  # classifier-free guidance scale w (1 = no guidance)
+    return_trajectory: bool = False,  # also return every intermediate x, (steps + 1, b, ...)
+    **kwargs,  # sampler options (DDPM: `eta` for DDIM, `clip_x0`)
+):
+    "Generate data from noise by calling `denoise_fn(x_t, tau)` `steps` times (twice as often for midpoint)."
+    steps, method = default(steps, self.steps), default(method, self.method)
+    self._check_method(method)
+    if not isinstance(steps, int) or steps < 1: raise ValueError(f'steps must be a positive int, got {steps!r}')
+    if noise is None:
+        if shape is None: raise ValueError('sample: give the shape to generate or the starting noise')
+        noise = torch.randn(_as_shape(shape), generator=generator, device=default(device, self._device()))
+    elif shape is not None and tuple(noise.shape) != _as_shape(shape):
+        raise ValueError(f'noise shape {tuple(noise.shape)} != shape {_as_shape(shape)}')
+    fn = guided(denoise_fn, uncond_fn, guidance_scale) if exists(uncond_fn) else denoise_fn
+
+    def call(x, tau):  # every prediction goes through here: one tau per row, shape checked
+        pred = fn(x, tau.expand(x.shape[0]))
+        if pred.shape != x.shape: raise ValueError(f'denoise_fn returned shape {tuple(pred.shape)}, expected {tuple(x.shape)}')
+        return pred
+
+    xs = self._sample(call, noise, steps, method, generator, **kwargs)  # list of x along the way
+    return (xs[-1], torch.stack(xs)) if return_trajectory else xs[-1]
+
+@patch_to(Diffusion)
+def _device(self):
+    return next(iter(self.buffers()), torch.empty(0)).device
+
+# %% ../nbs/04_diffusion.ipynb #4a4d3cea
 class DDPM(Diffusion):
     "DDPM (Ho et al. 2020) as Transfusion trains images: T steps, a cosine schedule, the network predicts the noise."
     methods = ('ancestral', 'ddim')
@@ -294,62 +315,79 @@ class DDPM(Diffusion):
         self.register_buffer('betas', betas.float(), persistent=False)
         self.register_buffer('alpha_bar', torch.cumprod(1 - betas, 0).float(), persistent=False)  # (t,)
 
-    def check_times(self, t: Tensor) -> Tensor:
-        "Raise unless `t` holds integer step indices in [0, T)."
-        if not torch.is_tensor(t) or t.is_floating_point() or t.dtype == torch.bool:
-            raise TypeError(f'DDPM times must be an integer tensor of step indices in [0, {self.T}), got '
-                            f'{t.dtype if torch.is_tensor(t) else type(t).__name__}; a float network time goes through from_network_time')
-        if t.numel() and (t.min() < 0 or t.max() >= self.T):
-            raise ValueError(f'DDPM times must be step indices in [0, {self.T}), got values in [{t.min().item()}, {t.max().item()}]')
-        return t
+# %% ../nbs/04_diffusion.ipynb #1ab0250b
+@patch_to(DDPM)
+def check_times(self, t: Tensor) -> Tensor:
+    "Raise unless `t` holds integer step indices in [0, T)."
+    if not torch.is_tensor(t) or t.is_floating_point() or t.dtype == torch.bool:
+        raise TypeError(f'DDPM times must be an integer tensor of step indices in [0, {self.T}), got '
+                        f'{t.dtype if torch.is_tensor(t) else type(t).__name__}; a float network time goes through from_network_time')
+    if t.numel() and (t.min() < 0 or t.max() >= self.T):
+        raise ValueError(f'DDPM times must be step indices in [0, {self.T}), got values in [{t.min().item()}, {t.max().item()}]')
+    return t
 
-    def sample_times(self,
-        shape,  # int or tuple: how many times, e.g. (b,) or (b, m)
-        *,
-        generator: torch.Generator | None = None,
-        max_noise: float | Tensor | None = None,  # cap on the noise fraction (t+1)/T; 0.5 = the paper's t <= 500 of 1000
-        device=None,
-    ) -> Tensor:
-        "Uniform random steps t in [0, floor(max_noise * T)), int64, one per image."
-        shape = _as_shape(shape)
-        device = default(device, self.alpha_bar.device)
-        cap = self._noise_cap(max_noise, shape, device)
-        allowed = (cap * self.T + 1e-6).floor().clamp(min=1)  # how many steps are allowed
-        u = torch.rand(shape, generator=generator, device=device)
-        return (u * allowed).floor().long().clamp(max=self.T - 1)
+# %% ../nbs/04_diffusion.ipynb #bf159eb5
+@patch_to(DDPM)
+def sample_times(self,
+    shape,  # int or tuple: how many times, e.g. (b,) or (b, m)
+    *,
+    generator: torch.Generator | None = None,
+    max_noise: float | Tensor | None = None,  # cap on the noise fraction (t+1)/T; 0.5 = the paper's t <= 500 of 1000
+    device=None,
+) -> Tensor:
+    "Uniform random steps t in [0, floor(max_noise * T)), int64, one per image."
+    shape = _as_shape(shape)
+    device = default(device, self.alpha_bar.device)
+    cap = self._noise_cap(max_noise, shape, device)
+    allowed = (cap * self.T + 1e-6).floor().clamp(min=1)  # how many steps are allowed
+    u = torch.rand(shape, generator=generator, device=device)
+    return (u * allowed).floor().long().clamp(max=self.T - 1)
 
-    def network_time(self, t: Tensor) -> Tensor:
-        "tau = 1 - (t + 1) / T: step T-1 (noisiest) is told 0, step 0 is told 1 - 1/T."
-        self.check_times(t)
-        return 1 - (t.float() + 1) / self.T
+# %% ../nbs/04_diffusion.ipynb #ddae2514
+@patch_to(DDPM)
+def network_time(self, t: Tensor) -> Tensor:
+    "tau = 1 - (t + 1) / T: step T-1 (noisiest) is told 0, step 0 is told 1 - 1/T."
+    self.check_times(t)
+    return 1 - (t.float() + 1) / self.T
 
-    def from_network_time(self, tau: Tensor) -> Tensor:
-        "The step whose network time is nearest to `tau` (the inverse of `network_time` on its values)."
-        check_network_time(tau)
-        return ((1 - tau) * self.T - 1).round().long().clamp(0, self.T - 1)
+# %% ../nbs/04_diffusion.ipynb #f9e4b91f
+@patch_to(DDPM)
+def from_network_time(self, tau: Tensor) -> Tensor:
+    "The step whose network time is nearest to `tau` (the inverse of `network_time` on its values)."
+    check_network_time(tau)
+    return ((1 - tau) * self.T - 1).round().long().clamp(0, self.T - 1)
 
-    def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        "(sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t)): the scales of the image and of the noise in x_t."
-        self.check_times(t)
-        alpha_bar = self.alpha_bar.to(t.device)[t]
-        return alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
+# %% ../nbs/04_diffusion.ipynb #57cd7a12
+@patch_to(DDPM)
+def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+    "(sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t)): the scales of the image and of the noise in x_t."
+    self.check_times(t)
+    alpha_bar = self.alpha_bar.to(t.device)[t]
+    return alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
 
-    def target(self, x: Tensor, noise: Tensor, t: Tensor) -> Tensor:
-        "The network predicts the noise epsilon."
-        self._check_pair(x, noise, 'noise')
-        return noise
+# %% ../nbs/04_diffusion.ipynb #72da1b6c
+@patch_to(DDPM)
+def target(self, x: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+    "The network predicts the noise epsilon."
+    self._check_pair(x, noise, 'noise')
+    return noise
 
-    def predict_x0(self, x_t: Tensor, pred: Tensor, t: Tensor) -> Tensor:
-        "The clean data implied by a noise prediction: (x_t - sigma eps) / alpha."
-        alpha, sigma = (_per_row(v, x_t).to(x_t.dtype) for v in self.alpha_sigma(t))
-        return (x_t - sigma * pred) / alpha
+# %% ../nbs/04_diffusion.ipynb #1c2e2668
+@patch_to(DDPM)
+def predict_x0(self, x_t: Tensor, pred: Tensor, t: Tensor) -> Tensor:
+    "The clean data implied by a noise prediction: (x_t - sigma eps) / alpha."
+    alpha, sigma = (_per_row(v, x_t).to(x_t.dtype) for v in self.alpha_sigma(t))
+    return (x_t - sigma * pred) / alpha
 
-    def _sample(self, call, x, steps, method, generator, eta=None, clip_x0=None):
-        return ddpm_sample_loop(self, call, x, steps, method, default(eta, self.eta), generator, default(clip_x0, self.clip_x0))
+# %% ../nbs/04_diffusion.ipynb #12703d7b
+@patch_to(DDPM)
+def _sample(self, call, x, steps, method, generator, eta=None, clip_x0=None):
+    return ddpm_sample_loop(self, call, x, steps, method, default(eta, self.eta), generator, default(clip_x0, self.clip_x0))
 
-    def extra_repr(self): return f'T={self.T}, schedule={self.schedule!r}, steps={self.steps}, method={self.method!r}'
+@patch_to(DDPM)
+def extra_repr(self): return f'T={self.T}, schedule={self.schedule!r}, steps={self.steps}, method={self.method!r}'
 
-# %% ../nbs/04_diffusion.ipynb #31c7a6dd
+# %% ../nbs/04_diffusion.ipynb #936ce9f9
 class FlowMatching(Diffusion):
     "Flow matching as the reference code trains images: x_tau = tau x + (1 - tau) noise, target the velocity x - noise."
     methods = ('midpoint', 'euler')
@@ -361,41 +399,58 @@ class FlowMatching(Diffusion):
     ):
         super().__init__(cond_drop_prob, steps, method)
 
-    def check_times(self, t: Tensor) -> Tensor:
-        "Raise unless `t` is a float tensor in [0, 1]."
-        return check_network_time(t, 'flow matching times')
+# %% ../nbs/04_diffusion.ipynb #08ddce4c
+@patch_to(FlowMatching)
+def check_times(self, t: Tensor) -> Tensor:
+    "Raise unless `t` is a float tensor in [0, 1]."
+    return check_network_time(t, 'flow matching times')
 
-    def sample_times(self, shape, *, generator=None, max_noise=None, device=None) -> Tensor:
-        "Uniform random tau in [1 - max_noise, 1) (in [0, 1) without a cap), one per image."
-        shape = _as_shape(shape)
-        cap = self._noise_cap(max_noise, shape, device)
-        return 1 - cap + cap * torch.rand(shape, generator=generator, device=device)
+# %% ../nbs/04_diffusion.ipynb #aab3ef54
+@patch_to(FlowMatching)
+def sample_times(self, shape, *, generator=None, max_noise=None, device=None) -> Tensor:
+    "Uniform random tau in [1 - max_noise, 1) (in [0, 1) without a cap), one per image."
+    shape = _as_shape(shape)
+    cap = self._noise_cap(max_noise, shape, device)
+    return 1 - cap + cap * torch.rand(shape, generator=generator, device=device)
 
-    def network_time(self, t: Tensor) -> Tensor:
-        "The identity: flow matching's time is the network time."
-        return self.check_times(t).float()
+# %% ../nbs/04_diffusion.ipynb #68aeed53
+@patch_to(FlowMatching)
+def network_time(self, t: Tensor) -> Tensor:
+    "The identity: flow matching's time is the network time."
+    return self.check_times(t).float()
 
-    def from_network_time(self, tau: Tensor) -> Tensor:
-        return self.check_times(tau)
+# %% ../nbs/04_diffusion.ipynb #f1fa1159
+@patch_to(FlowMatching)
+def from_network_time(self, tau: Tensor) -> Tensor:
+    return self.check_times(tau)
 
-    def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        "(tau, 1 - tau)."
-        self.check_times(t)
-        return t, 1 - t
+# %% ../nbs/04_diffusion.ipynb #d5578c64
+@patch_to(FlowMatching)
+def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+    "(tau, 1 - tau)."
+    self.check_times(t)
+    return t, 1 - t
 
-    def target(self, x: Tensor, noise: Tensor, t: Tensor) -> Tensor:
-        "The velocity x - noise of the straight path from noise to data."
-        self._check_pair(x, noise, 'noise')
-        return x - noise
+# %% ../nbs/04_diffusion.ipynb #1ccf4d8b
+@patch_to(FlowMatching)
+def target(self, x: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+    "The velocity x - noise of the straight path from noise to data."
+    self._check_pair(x, noise, 'noise')
+    return x - noise
 
-    def predict_x0(self, x_t: Tensor, pred: Tensor, t: Tensor) -> Tensor:
-        "The clean data implied by a velocity prediction: x_t + (1 - tau) v."
-        return x_t + (1 - _per_row(self.check_times(t), x_t).to(x_t.dtype)) * pred
+# %% ../nbs/04_diffusion.ipynb #ccc89553
+@patch_to(FlowMatching)
+def predict_x0(self, x_t: Tensor, pred: Tensor, t: Tensor) -> Tensor:
+    "The clean data implied by a velocity prediction: x_t + (1 - tau) v."
+    return x_t + (1 - _per_row(self.check_times(t), x_t).to(x_t.dtype)) * pred
 
-    def _sample(self, call, x, steps, method, generator):
-        return flow_sample_loop(call, x, steps, method)
+# %% ../nbs/04_diffusion.ipynb #96354dc3
+@patch_to(FlowMatching)
+def _sample(self, call, x, steps, method, generator):
+    return flow_sample_loop(call, x, steps, method)
 
-    def extra_repr(self): return f'steps={self.steps}, method={self.method!r}'
+@patch_to(FlowMatching)
+def extra_repr(self): return f'steps={self.steps}, method={self.method!r}'
 
 # %% ../nbs/04_diffusion.ipynb #9cfa4890
 def plot_noising(
@@ -410,13 +465,11 @@ def plot_noising(
     noise = default(noise, lambda: torch.randn(image.shape, generator=torch.Generator().manual_seed(0)))
     if axs is None: _, axs = new_fig(len(objectives), len(taus), size=1.3, squeeze=False, gridspec_kw={'hspace': 0.45})
     for row, (name, obj) in zip(axs, objectives.items()):
-        for ax, tau_ in zip(row, taus):
-            t = obj.from_network_time(torch.tensor(float(tau_)))
-            x_t = obj.add_noise(image, t, noise)
-            ax.clear(); ax.imshow(x_t, cmap='gray', vmin=-1.5, vmax=1.5); ax.set_xticks([]); ax.set_yticks([])
-            if isinstance(obj, DDPM): ax.set_xlabel(f't={t.item()}', fontsize=7, labelpad=1)
-        row[0].set_ylabel(name, fontsize=7)
-    for ax, tau_ in zip(axs[0], taus): ax.set_title(f'τ={float(tau_):.2f}', fontsize=8)
+        ts = [obj.from_network_time(torch.tensor(float(tau_))) for tau_ in taus]
+        x_t = torch.stack([obj.add_noise(image, t, noise) for t in ts])[:, None]   # (cols, 1, y, x)
+        titles = [f'τ={float(tau_):.2f}' + (f'\nt={t.item()}' if isinstance(obj, DDPM) else '') for tau_, t in zip(taus, ts)]
+        show_images(x_t, titles, vrange=(-1.5, 1.5), title_size=7, axs=row)
+        row[0].text(-0.08, 0.5, name, transform=row[0].transAxes, rotation=90, ha='right', va='center', fontsize=7)
     return axs
 
 # %% ../nbs/04_diffusion.ipynb #515d0152
@@ -430,7 +483,7 @@ def transfusion_loss(
     "The Transfusion objective L = L_LM + lambda * L_diffusion."
     return lm_loss + diffusion_weight * diffusion_loss
 
-# %% ../nbs/04_diffusion.ipynb #3d275c0d
+# %% ../nbs/04_diffusion.ipynb #6f4c80ac
 @dataclass
 class NoisedImages:
     "Images noised one time each, with everything the loss and the network need, all from the same times."
@@ -441,6 +494,7 @@ class NoisedImages:
     network_times: Tensor  # (b, m) the same times as the network must be told: tau in [0, 1]
     mask: Tensor  # (b, m) bool: True where sample b has an image m (the times beyond are padding)
 
+# %% ../nbs/04_diffusion.ipynb #28ee49f5
 def noise_images(
     objective: Diffusion,  # DDPM or FlowMatching
     images: Sequence[Sequence[Tensor]],  # per sample, its images (any shapes)
@@ -468,6 +522,7 @@ def noise_images(
     mask = torch.arange(times.shape[1], device=times.device) < torch.tensor([len(s) for s in images], device=times.device)[:, None]
     return NoisedImages(x_t, noises, targets, times, objective.network_time(times), mask)
 
+# %% ../nbs/04_diffusion.ipynb #d77a2dfe
 def token_times(
     network_times: Tensor,  # (b, m) one network time per image
     image_ids: Tensor,  # (b, n) long: which image each token belongs to, -1 for text and padding
@@ -482,7 +537,7 @@ def token_times(
     per_token = network_times.gather(1, image_ids.clamp(min=0))  # (b, n)
     return torch.where(image_ids >= 0, per_token, torch.full_like(per_token, fill))
 
-# %% ../nbs/04_diffusion.ipynb #be5ad3d9
+# %% ../nbs/04_diffusion.ipynb #249cb179
 def cfg_combine(
     cond: Tensor,  # prediction with the conditioning
     uncond: Tensor,  # prediction without it
@@ -492,6 +547,7 @@ def cfg_combine(
     if cond.shape != uncond.shape: raise ValueError(f'cond shape {tuple(cond.shape)} != uncond shape {tuple(uncond.shape)}')
     return uncond + scale * (cond - uncond)
 
+# %% ../nbs/04_diffusion.ipynb #fb3ac199
 def guided(
     cond_fn: Callable[[Tensor, Tensor], Tensor],  # (x_t, tau) -> conditional prediction
     uncond_fn: Callable[[Tensor, Tensor], Tensor],  # (x_t, tau) -> unconditional prediction
@@ -501,7 +557,7 @@ def guided(
     if scale == 1: return cond_fn
     return lambda x_t, tau: cfg_combine(cond_fn(x_t, tau), uncond_fn(x_t, tau), scale)
 
-# %% ../nbs/04_diffusion.ipynb #32e964cb
+# %% ../nbs/04_diffusion.ipynb #17ba6574
 def ddpm_timesteps(
     T: int,  # training steps
     steps: int,  # sampling steps, 1 <= steps <= T
@@ -512,6 +568,7 @@ def ddpm_timesteps(
     assert len(ts.unique()) == steps
     return ts
 
+# %% ../nbs/04_diffusion.ipynb #ddb5625e
 def ddpm_ancestral_step(x: Tensor, x0: Tensor, alpha_bar_t: Tensor, alpha_bar_s: Tensor, noise: Tensor | None) -> Tensor:
     "One ancestral step from step t to an earlier step s: a draw from q(x_s | x_t, x0) (DDPM eqs. 6-7, respaced)."
     alpha_ts = alpha_bar_t / alpha_bar_s
@@ -520,6 +577,7 @@ def ddpm_ancestral_step(x: Tensor, x0: Tensor, alpha_bar_t: Tensor, alpha_bar_s:
     var = beta_ts * (1 - alpha_bar_s) / (1 - alpha_bar_t)
     return mean if noise is None else mean + var.sqrt() * noise
 
+# %% ../nbs/04_diffusion.ipynb #ccc08878
 def ddim_step(x: Tensor, x0: Tensor, alpha_bar_t: Tensor, alpha_bar_s: Tensor, eta: float = 0., noise: Tensor | None = None) -> Tensor:
     "One DDIM step from step t to an earlier step s: the clean guess x0 re-noised to level s with the same eps."
     eps = (x - alpha_bar_t.sqrt() * x0) / (1 - alpha_bar_t).sqrt()
@@ -527,6 +585,7 @@ def ddim_step(x: Tensor, x0: Tensor, alpha_bar_t: Tensor, alpha_bar_s: Tensor, e
     x_s = alpha_bar_s.sqrt() * x0 + (1 - alpha_bar_s - sigma ** 2).clamp(min=0).sqrt() * eps
     return x_s if noise is None else x_s + sigma * noise
 
+# %% ../nbs/04_diffusion.ipynb #634a1dee
 def ddpm_sample_loop(ddpm: DDPM, call: Callable, x: Tensor, steps: int, method: str, eta: float = 0.,
                      generator: torch.Generator | None = None, clip_x0: float | None = None) -> list[Tensor]:
     "Run a DDPM sampler from noise `x`; return every x along the way (steps + 1 of them)."
@@ -544,14 +603,17 @@ def ddpm_sample_loop(ddpm: DDPM, call: Callable, x: Tensor, steps: int, method: 
         xs.append(x)
     return xs
 
+# %% ../nbs/04_diffusion.ipynb #9f7d1eea
 def euler_step(fn: Callable, x: Tensor, tau: Tensor, h: Tensor) -> Tensor:
     "One Euler step of dx/dtau = fn(x, tau)."
     return x + h * fn(x, tau)
 
+# %% ../nbs/04_diffusion.ipynb #28af6f1e
 def midpoint_step(fn: Callable, x: Tensor, tau: Tensor, h: Tensor) -> Tensor:
     "One midpoint (second-order Runge-Kutta) step of dx/dtau = fn(x, tau)."
     return x + h * fn(x + h / 2 * fn(x, tau), tau + h / 2)
 
+# %% ../nbs/04_diffusion.ipynb #1ce83317
 def flow_sample_loop(call: Callable, x: Tensor, steps: int, method: str) -> list[Tensor]:
     "Integrate the flow from tau = 0 (noise) to 1 on `steps` equal intervals; return every x on the grid."
     taus = torch.linspace(0, 1, steps + 1, device=x.device)
@@ -562,7 +624,7 @@ def flow_sample_loop(call: Callable, x: Tensor, steps: int, method: str) -> list
         xs.append(x)
     return xs
 
-# %% ../nbs/04_diffusion.ipynb #0c373cb3
+# %% ../nbs/04_diffusion.ipynb #6db3b485
 class GaussianMixture:
     "An isotropic Gaussian mixture with the closed-form posterior means under x_t = alpha x + sigma noise."
     def __init__(self,
@@ -577,29 +639,34 @@ class GaussianMixture:
         if (self.weights < 0).any() or abs(self.weights.sum().item() - 1) > 1e-6: raise ValueError(f'weights must be >= 0 and sum to 1, got {self.weights.tolist()}')
         self.stds = torch.as_tensor(stds, dtype=torch.float64).expand(k).clone()
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        "n points (n, d), float32."
-        k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
-        noise = torch.randn(n, self.means.shape[1], generator=generator, dtype=torch.float64)
-        return (self.means[k] + self.stds[k, None] * noise).float()
+# %% ../nbs/04_diffusion.ipynb #78a8878d
+@patch_to(GaussianMixture)
+def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+    "n points (n, d), float32."
+    k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+    noise = torch.randn(n, self.means.shape[1], generator=generator, dtype=torch.float64)
+    return (self.means[k] + self.stds[k, None] * noise).float()
 
-    def posterior_means(self,
-        x_t: Tensor,  # (b, d) noised points
-        alpha: Tensor,  # (b,) or scalar signal scale
-        sigma: Tensor,  # (b,) or scalar noise scale
-    ) -> tuple[Tensor, Tensor]:
-        "(E[x | x_t], E[noise | x_t]), each (b, d) in x_t's dtype."
-        x = x_t.double()
-        a, s = (torch.as_tensor(v, dtype=torch.float64, device=x.device).expand(x.shape[0])[:, None] for v in (alpha, sigma))  # (b, 1)
-        mu, std, w = self.means.to(x.device), self.stds.to(x.device), self.weights.to(x.device)
-        var = a ** 2 * std ** 2 + s ** 2  # (b, k)
-        diff = x[:, None, :] - a[:, :, None] * mu  # (b, k, d)
-        logits = w.log() - x.shape[1] / 2 * var.log() - (diff ** 2).sum(-1) / (2 * var)
-        r = logits.softmax(-1)[..., None]  # (b, k, 1)
-        ex = (r * (mu + (a * std ** 2 / var)[..., None] * diff)).sum(1)
-        en = (r * ((s / var)[..., None] * diff)).sum(1)
-        return ex.to(x_t.dtype), en.to(x_t.dtype)
+# %% ../nbs/04_diffusion.ipynb #7e9b3663
+@patch_to(GaussianMixture)
+def posterior_means(self,
+    x_t: Tensor,  # (b, d) noised points
+    alpha: Tensor,  # (b,) or scalar signal scale
+    sigma: Tensor,  # (b,) or scalar noise scale
+) -> tuple[Tensor, Tensor]:
+    "(E[x | x_t], E[noise | x_t]), each (b, d) in x_t's dtype."
+    x = x_t.double()
+    a, s = (torch.as_tensor(v, dtype=torch.float64, device=x.device).expand(x.shape[0])[:, None] for v in (alpha, sigma))  # (b, 1)
+    mu, std, w = self.means.to(x.device), self.stds.to(x.device), self.weights.to(x.device)
+    var = a ** 2 * std ** 2 + s ** 2  # (b, k)
+    diff = x[:, None, :] - a[:, :, None] * mu  # (b, k, d)
+    logits = w.log() - x.shape[1] / 2 * var.log() - (diff ** 2).sum(-1) / (2 * var)
+    r = logits.softmax(-1)[..., None]  # (b, k, 1)
+    ex = (r * (mu + (a * std ** 2 / var)[..., None] * diff)).sum(1)
+    en = (r * ((s / var)[..., None] * diff)).sum(1)
+    return ex.to(x_t.dtype), en.to(x_t.dtype)
 
+# %% ../nbs/04_diffusion.ipynb #8a0b20f7
 def optimal_denoiser(
     objective: Diffusion,  # DDPM or FlowMatching
     mixture: GaussianMixture,  # the data distribution
@@ -613,7 +680,7 @@ def optimal_denoiser(
     return denoise_fn
 
 # %% ../nbs/04_diffusion.ipynb #2ff71895
-def plot_samples(
+def plot_points(
     samples: dict[str, Tensor],  # title -> (b, 2) points, one panel each
     reference: Tensor | None = None,  # (n, 2) points drawn in grey behind every panel (e.g. the data)
     axs=None,  # one axes per panel (a new figure when None)
