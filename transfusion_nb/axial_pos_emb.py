@@ -9,6 +9,7 @@ from math import prod
 from typing import Sequence
 
 import torch
+from fastcore.basics import patch_to
 import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn, Tensor
@@ -80,7 +81,7 @@ def combine_factorized(axial_embeds:Sequence[Tensor], # per-axis embeddings [(N_
         out = e if out is None else out + e                                  # broadcast: (N_1, .., N_i, 1, .., d)
     return rearrange(out, '... d -> (...) d') if flatten else out
 
-# %% ../nbs/01_axial_pos_emb.ipynb #498a798c
+# %% ../nbs/01_axial_pos_emb.ipynb #8cd1a2ab
 class ContinuousAxialPositionalEmbedding(nn.Module):
     """One MLP per axis maps a coordinate to a `dim`-vector; a position's embedding is the sum over its axes.
     Continuous axial positional embedding of https://github.com/lucidrains/axial-positional-embedding,
@@ -97,70 +98,81 @@ class ContinuousAxialPositionalEmbedding(nn.Module):
         self.dim, self.num_axial_dims = dim, num_axial_dims
         self.mlps = nn.ModuleList([axial_mlp(1, dim, mlp_depth, mlp_expansion) for _ in range(num_axial_dims)])
 
-    @property
-    def device(self) -> torch.device: return next(self.parameters()).device
-    @property
-    def dtype(self) -> torch.dtype: return next(self.parameters()).dtype
+# %% ../nbs/01_axial_pos_emb.ipynb #74b2c235
+@patch_to(ContinuousAxialPositionalEmbedding, as_prop=True)
+def device(self) -> torch.device: return next(self.parameters()).device
 
-    def forward(self,
-                axial_dims:Tensor|torch.Size|Sequence[int], # grid shape, one size per axis
-                flatten:bool=False, # return the row-major sequence (n, d)
-                return_factorized:bool=False, # return the per-axis embeddings [(N_i, d)] instead
-               ) -> Tensor|list[Tensor]:
-        "Embeddings for every position of a grid: (*axial_dims, d), (n, d) or per axis [(N_i, d)]."
-        if flatten and return_factorized:
-            raise ValueError('return_factorized=True returns one tensor per axis: combine them with '
-                             'combine_factorized(..., flatten=True) instead of passing flatten=True')
-        sizes = axial_sizes(axial_dims, self.num_axial_dims)
-        axial_embeds = [mlp(rearrange(torch.arange(n, device=self.device, dtype=self.dtype), 'a -> a 1'))
-                        for mlp, n in zip(self.mlps, sizes)]    # [(N_i, d)]
-        if return_factorized: return axial_embeds
-        return combine_factorized(axial_embeds, sizes, flatten=flatten)
+# %% ../nbs/01_axial_pos_emb.ipynb #135a9add
+@patch_to(ContinuousAxialPositionalEmbedding, as_prop=True)
+def dtype(self) -> torch.dtype: return next(self.parameters()).dtype
 
-    def combine_factorized(self,
-                           axial_embeds:Sequence[Tensor], # per-axis embeddings from `forward(..., return_factorized=True)`
-                           axial_dims:Tensor|torch.Size|Sequence[int]|None=None, # shape to cut them to (default: their lengths)
-                           flatten:bool=False, # return (n, d)
-                          ) -> Tensor:
-        "`combine_factorized` with a check that there is one embedding per axis of this module."
-        if len(axial_embeds) != self.num_axial_dims:
-            raise ValueError(f'expected {self.num_axial_dims} axis embeddings, one per axis, got {len(axial_embeds)}')
-        return combine_factorized(axial_embeds, axial_dims, flatten=flatten)
+# %% ../nbs/01_axial_pos_emb.ipynb #cbc160f8
+@patch_to(ContinuousAxialPositionalEmbedding)
+def forward(self,
+            axial_dims:Tensor|torch.Size|Sequence[int], # grid shape, one size per axis
+            flatten:bool=False, # return the row-major sequence (n, d)
+            return_factorized:bool=False, # return the per-axis embeddings [(N_i, d)] instead
+           ) -> Tensor|list[Tensor]:
+    "Embeddings for every position of a grid: (*axial_dims, d), (n, d) or per axis [(N_i, d)]."
+    if flatten and return_factorized:
+        raise ValueError('return_factorized=True returns one tensor per axis: combine them with '
+                         'combine_factorized(..., flatten=True) instead of passing flatten=True')
+    sizes = axial_sizes(axial_dims, self.num_axial_dims)
+    axial_embeds = [mlp(rearrange(torch.arange(n, device=self.device, dtype=self.dtype), 'a -> a 1'))
+                    for mlp, n in zip(self.mlps, sizes)]    # [(N_i, d)]
+    if return_factorized: return axial_embeds
+    return combine_factorized(axial_embeds, sizes, flatten=flatten)
 
-    def forward_shapes(self,
-                       shapes:Sequence[Tensor|torch.Size|Sequence[int]], # one grid shape per item (e.g. per image)
-                       flatten:bool=True, # each result as (n, d) (else (*shape, d))
-                      ) -> list[Tensor]:
-        "Embeddings for many shapes, running the MLPs once for the largest size along each axis (the Transfusion path)."
-        sizes = [axial_sizes(s, self.num_axial_dims) for s in shapes]
-        if len(sizes) == 0: return []
-        largest = tuple(max(col) for col in zip(*sizes))
-        factorized = self(largest, return_factorized=True)
-        return [combine_factorized(factorized, s, flatten=flatten) for s in sizes]
+# %% ../nbs/01_axial_pos_emb.ipynb #8f036956
+@patch_to(ContinuousAxialPositionalEmbedding)
+def combine_factorized(self,
+                       axial_embeds:Sequence[Tensor], # per-axis embeddings from `forward(..., return_factorized=True)`
+                       axial_dims:Tensor|torch.Size|Sequence[int]|None=None, # shape to cut them to (default: their lengths)
+                       flatten:bool=False, # return (n, d)
+                      ) -> Tensor:
+    "`combine_factorized` with a check that there is one embedding per axis of this module."
+    if len(axial_embeds) != self.num_axial_dims:
+        raise ValueError(f'expected {self.num_axial_dims} axis embeddings, one per axis, got {len(axial_embeds)}')
+    return combine_factorized(axial_embeds, axial_dims, flatten=flatten)
 
-    def forward_with_pos(self,
-                         pos:Tensor, # integer flat positions, any shape (...), each in [0, prod(axial_dims))
-                         axial_dims:Tensor|torch.Size|Sequence[int], # grid shape the flat positions index, row-major
-                         factorized:Sequence[Tensor]|None=None, # per-axis embeddings already computed for a shape >= axial_dims
-                        ) -> Tensor:
-        "Embeddings (..., d) of explicit flat positions: each is unravelled into one coordinate per axis, row-major."
-        sizes = axial_sizes(axial_dims, self.num_axial_dims)
-        if not isinstance(pos, Tensor) or pos.is_floating_point() or pos.is_complex() or pos.dtype == torch.bool:
-            got = pos.dtype if isinstance(pos, Tensor) else type(pos).__name__
-            raise TypeError(f'positions must be an integer tensor (flat indices into the grid), got {got}')
-        n = prod(sizes)
-        if pos.numel() and (pos.min() < 0 or pos.max() >= n):
-            raise ValueError(f'positions must lie in [0, {n}) for the shape {sizes}, '
-                             f'got values in [{pos.min().item()}, {pos.max().item()}]')
-        factorized = default(factorized, lambda: self(sizes, return_factorized=True))
-        if len(factorized) != self.num_axial_dims or any(e.shape[0] < s for e, s in zip(factorized, sizes)):
-            raise ValueError(f'factorized embeddings of lengths {[e.shape[0] for e in factorized]} do not cover the shape {sizes}')
-        out = None
-        for e, idx in zip(factorized, torch.unravel_index(pos, sizes)):   # idx: (...) coordinate along one axis
-            out = e[idx] if out is None else out + e[idx]                  # (..., d)
-        return out
+# %% ../nbs/01_axial_pos_emb.ipynb #dc598f0b
+@patch_to(ContinuousAxialPositionalEmbedding)
+def forward_shapes(self,
+                   shapes:Sequence[Tensor|torch.Size|Sequence[int]], # one grid shape per item (e.g. per image)
+                   flatten:bool=True, # each result as (n, d) (else (*shape, d))
+                  ) -> list[Tensor]:
+    "Embeddings for many shapes, running the MLPs once for the largest size along each axis (the Transfusion path)."
+    sizes = [axial_sizes(s, self.num_axial_dims) for s in shapes]
+    if len(sizes) == 0: return []
+    largest = tuple(max(col) for col in zip(*sizes))
+    factorized = self(largest, return_factorized=True)
+    return [combine_factorized(factorized, s, flatten=flatten) for s in sizes]
 
-# %% ../nbs/01_axial_pos_emb.ipynb #407ebbf6
+# %% ../nbs/01_axial_pos_emb.ipynb #163c935b
+@patch_to(ContinuousAxialPositionalEmbedding)
+def forward_with_pos(self,
+                     pos:Tensor, # integer flat positions, any shape (...), each in [0, prod(axial_dims))
+                     axial_dims:Tensor|torch.Size|Sequence[int], # grid shape the flat positions index, row-major
+                     factorized:Sequence[Tensor]|None=None, # per-axis embeddings already computed for a shape >= axial_dims
+                    ) -> Tensor:
+    "Embeddings (..., d) of explicit flat positions: each is unravelled into one coordinate per axis, row-major."
+    sizes = axial_sizes(axial_dims, self.num_axial_dims)
+    if not isinstance(pos, Tensor) or pos.is_floating_point() or pos.is_complex() or pos.dtype == torch.bool:
+        got = pos.dtype if isinstance(pos, Tensor) else type(pos).__name__
+        raise TypeError(f'positions must be an integer tensor (flat indices into the grid), got {got}')
+    n = prod(sizes)
+    if pos.numel() and (pos.min() < 0 or pos.max() >= n):
+        raise ValueError(f'positions must lie in [0, {n}) for the shape {sizes}, '
+                         f'got values in [{pos.min().item()}, {pos.max().item()}]')
+    factorized = default(factorized, lambda: self(sizes, return_factorized=True))
+    if len(factorized) != self.num_axial_dims or any(e.shape[0] < s for e, s in zip(factorized, sizes)):
+        raise ValueError(f'factorized embeddings of lengths {[e.shape[0] for e in factorized]} do not cover the shape {sizes}')
+    out = None
+    for e, idx in zip(factorized, torch.unravel_index(pos, sizes)):   # idx: (...) coordinate along one axis
+        out = e[idx] if out is None else out + e[idx]                  # (..., d)
+    return out
+
+# %% ../nbs/01_axial_pos_emb.ipynb #4f617908
 class AxialPositionalEmbedding(nn.Module):
     """One learned table per axis, summed (or concatenated) over axes; a fixed largest grid `axial_shape`.
     The learned axial positional embedding of https://github.com/lucidrains/axial-positional-embedding; same parameter names."""
@@ -183,29 +195,33 @@ class AxialPositionalEmbedding(nn.Module):
             view = [1] * len(self.shape); view[i] = n
             self.weights.append(nn.Parameter(torch.randn(1, *view, w)))   # (1, .., N_i, .., 1, w)
 
-    def forward(self,
-                axial_shape:Tensor|torch.Size|Sequence[int]|None=None, # grid shape, each size <= the table's (default: the table's)
-                flatten:bool=False, # return the row-major sequence (n, d)
-               ) -> Tensor:
-        "Embeddings for every position of a grid no larger than the table: (*axial_shape, d) or (n, d)."
-        sizes = axial_sizes(default(axial_shape, self.shape), len(self.shape))
-        if any(n > m for n, m in zip(sizes, self.shape)):
-            raise ValueError(f'the table was built for shape {self.shape}: it has no vectors for the shape {sizes} '
-                             f'(a learned table cannot grow; the continuous embedding can)')
-        parts = [w[0].narrow(i, 0, n) for i, (w, n) in enumerate(zip(self.weights, sizes))]   # (1, .., n_i, .., 1, w)
-        if self.summed:
-            out = parts[0]
-            for p in parts[1:]: out = out + p                                                # broadcast: (*sizes, d)
-        else: out = torch.cat([p.expand(*sizes, p.shape[-1]) for p in parts], dim=-1)        # (*sizes, d)
-        return rearrange(out, '... d -> (...) d') if flatten else out
+# %% ../nbs/01_axial_pos_emb.ipynb #c1683e09
+@patch_to(AxialPositionalEmbedding)
+def forward(self,
+            axial_shape:Tensor|torch.Size|Sequence[int]|None=None, # grid shape, each size <= the table's (default: the table's)
+            flatten:bool=False, # return the row-major sequence (n, d)
+           ) -> Tensor:
+    "Embeddings for every position of a grid no larger than the table: (*axial_shape, d) or (n, d)."
+    sizes = axial_sizes(default(axial_shape, self.shape), len(self.shape))
+    if any(n > m for n, m in zip(sizes, self.shape)):
+        raise ValueError(f'the table was built for shape {self.shape}: it has no vectors for the shape {sizes} '
+                         f'(a learned table cannot grow; the continuous embedding can)')
+    parts = [w[0].narrow(i, 0, n) for i, (w, n) in enumerate(zip(self.weights, sizes))]   # (1, .., n_i, .., 1, w)
+    if self.summed:
+        out = parts[0]
+        for p in parts[1:]: out = out + p                                                # broadcast: (*sizes, d)
+    else: out = torch.cat([p.expand(*sizes, p.shape[-1]) for p in parts], dim=-1)        # (*sizes, d)
+    return rearrange(out, '... d -> (...) d') if flatten else out
 
-    def forward_seq(self, x:Tensor) -> Tensor: # tokens (b, n, d)
-        "Embeddings of the first n flattened positions, (b, n, d) in the dtype of `x` (the published `forward(x)`)."
-        b, n, _ = x.shape
-        if n > self.max_seq_len:
-            raise ValueError(f'a sequence of {n} tokens is longer than the table\'s {self.max_seq_len} positions '
-                             f'(shape {self.shape})')
-        return repeat(self(flatten=True)[:n], 'n d -> b n d', b=b).to(x)
+# %% ../nbs/01_axial_pos_emb.ipynb #69a7f468
+@patch_to(AxialPositionalEmbedding)
+def forward_seq(self, x:Tensor) -> Tensor: # tokens (b, n, d)
+    "Embeddings of the first n flattened positions, (b, n, d) in the dtype of `x` (the published `forward(x)`)."
+    b, n, _ = x.shape
+    if n > self.max_seq_len:
+        raise ValueError(f'a sequence of {n} tokens is longer than the table\'s {self.max_seq_len} positions '
+                         f'(shape {self.shape})')
+    return repeat(self(flatten=True)[:n], 'n d -> b n d', b=b).to(x)
 
 # %% ../nbs/01_axial_pos_emb.ipynb #faa94df6
 def plot_axial_pos_emb(axial_embeds:Sequence[Tensor], # per-axis embeddings [(N_i, d)]
@@ -226,7 +242,7 @@ def plot_axial_pos_emb(axial_embeds:Sequence[Tensor], # per-axis embeddings [(N_
         ax.set(title=f'{name}: ({e.shape[0]}, {e.shape[1]})' + (', centred' if center else ''), xlabel='channel', ylabel='position')
     return axs
 
-# %% ../nbs/01_axial_pos_emb.ipynb #4437a0d0
+# %% ../nbs/01_axial_pos_emb.ipynb #aca077f5
 def pos_sim(grid:Tensor, # embeddings of a grid (*shape, d)
             token:Sequence[int], # the chosen position, one coordinate per axis
            ) -> Tensor:
@@ -237,6 +253,7 @@ def pos_sim(grid:Tensor, # embeddings of a grid (*shape, d)
         raise ValueError(f'token {token} is not a position of a grid of shape {shape}')
     return F.cosine_similarity(grid, grid[token].expand_as(grid), dim=-1)
 
+# %% ../nbs/01_axial_pos_emb.ipynb #84e9acc0
 def plot_pos_sim(grid:Tensor, # embeddings of an image grid (y, x, d)
                  token:Sequence[int], # (row, col) of the chosen token, marked with a cross
                  ax=None, # matplotlib axes (default: a new figure)
@@ -268,6 +285,7 @@ def sincos_2d(axial_dims:Sequence[int], # image grid (y, x)
     ex = repeat(torch.cat([x.sin(), x.cos()], -1), 'x e -> y x e', y=h)
     return torch.cat([ey, ex], dim=-1)                                 # (y, x, d)
 
+# %% ../nbs/01_axial_pos_emb.ipynb #4e80e7f6
 def fit_pos_emb(pos_emb:nn.Module, # a module called with a shape returning the grid (*shape, d)
                 target:Tensor, # the grid to fit (*shape, d)
                 steps:int=300, # Adam steps
@@ -294,6 +312,7 @@ def plot_axial_explorer(pos_emb:nn.Module, # a 2-axis `ContinuousAxialPositional
                         row:int=5, # chosen token's row (clipped to the grid)
                         col:int=10, # chosen token's column (clipped to the grid)
                         channel:int=0, # channel to show over the grid (clipped to d)
+                        axs=None, # three matplotlib axes (default: a new figure)
                        ):
     "Three panels for a 2-axis embedding: one channel over the grid, a token's similarity map, its vector as Row + Col."
     row, col = min(max(row, 0), height - 1), min(max(col, 0), width - 1)
@@ -301,7 +320,8 @@ def plot_axial_explorer(pos_emb:nn.Module, # a 2-axis `ContinuousAxialPositional
         Row, Col = [e.float().cpu() for e in pos_emb((height, width), return_factorized=True)]
         grid = combine_factorized([Row, Col])
     channel = min(max(channel, 0), grid.shape[-1] - 1)
-    fig, axs = new_fig(1, 3, size=2.8)
+    new = axs is None
+    if new: _, axs = new_fig(1, 3, size=2.8)
     lim = grid[..., channel].abs().max().item() or 1.
     axs[0].imshow(grid[..., channel], cmap='RdBu_r', vmin=-lim, vmax=lim)
     axs[0].set(title=f'channel {channel} on a {height} x {width} grid', xlabel='column', ylabel='row')
@@ -312,7 +332,7 @@ def plot_axial_explorer(pos_emb:nn.Module, # a 2-axis `ContinuousAxialPositional
     axs[2].axvline(channel, color='grey', ls=':')
     axs[2].set(title=f'token {row * width + col + 1}: Row + Col', xlabel='channel')
     axs[2].legend(fontsize=8, loc='lower right')
-    fig.tight_layout()
+    if new: axs[0].figure.tight_layout()
     return axs
 
 # %% ../nbs/01_axial_pos_emb.ipynb #c69fc8a3
@@ -339,6 +359,7 @@ def plot_extrapolation(pos_emb:nn.Module, # a 2-axis `ContinuousAxialPositionalE
     for ax in axs: ax.set(xlim=(-.5, lim), ylim=(lim, -.5))
     return axs
 
+# %% ../nbs/01_axial_pos_emb.ipynb #a38a0598
 def animate_extrapolation(pos_emb:nn.Module, # a 2-axis `ContinuousAxialPositionalEmbedding`
                           table:AxialPositionalEmbedding, # a 2-axis table
                           sizes:Sequence[int], # one grid size per frame
