@@ -25,7 +25,7 @@ __all__ = ['DIGIT_WORDS', 'FASHION_CAPTIONS', 'TORCHVISION_SETS', 'to_model_rang
            'CaptionedImages', 'collate_samples', 'sample_loader', 'digits_datasets', 'sample_title', 'plot_samples',
            'plot_class_balance', 'torchvision_datasets']
 
-# %% ../nbs/09_data.ipynb #7573c99a
+# %% ../nbs/09_data.ipynb #368de6aa
 def to_model_range(
     v: Any,  # pixel values (array or tensor, any shape)
     lo: float = 0.,  # the value that becomes -1
@@ -36,15 +36,15 @@ def to_model_range(
     v = torch.as_tensor(np.asarray(v) if not isinstance(v, Tensor) else v).float()
     return (v - lo) / (hi - lo) * 2 - 1
 
-# %% ../nbs/09_data.ipynb #20305a49
+# %% ../nbs/09_data.ipynb #c94cb735
 def to_unit_range(x: Tensor) -> Tensor:
     "Map model-range images back to [0, 1] intensities, clamping what lies outside [-1, 1] (what a PNG stores)."
     return ((torch.as_tensor(x).float() + 1) / 2).clamp(0, 1)
 
-# %% ../nbs/09_data.ipynb #3063b6a4
+# %% ../nbs/09_data.ipynb #40c16ca0
 DIGIT_WORDS: tuple[str, ...] = ('zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine')
 
-# %% ../nbs/09_data.ipynb #2ba235f5
+# %% ../nbs/09_data.ipynb #3002eba2
 @dataclass(frozen=True)
 class DigitsSplit:
     "The bundled 8x8 digits, split into train and held-out test: images `(b, 1, 8, 8)` in [-1, 1], labels `(b,)` long."
@@ -53,7 +53,7 @@ class DigitsSplit:
     x_test: Tensor   # (b, 1, 8, 8)
     y_test: Tensor   # (b,)
 
-# %% ../nbs/09_data.ipynb #465f8661
+# %% ../nbs/09_data.ipynb #774d66d8
 @lru_cache(maxsize=8)
 def _digits_arrays(test_size: float, seed: int) -> tuple[np.ndarray, ...]:
     from sklearn.datasets import load_digits  # imported here: `import transfusion_nb.data` stays light
@@ -61,7 +61,7 @@ def _digits_arrays(test_size: float, seed: int) -> tuple[np.ndarray, ...]:
     x, y = load_digits(return_X_y=True)  # (1797, 64) values 0..16, (1797,)
     return tuple(train_test_split(x, y, test_size=test_size, stratify=y, random_state=seed))
 
-# %% ../nbs/09_data.ipynb #eb59b3fc
+# %% ../nbs/09_data.ipynb #8d571bed
 def load_digits_split(
     test_size: float = 0.25,  # fraction held out for testing
     seed: int = 0,  # seed of the stratified split
@@ -73,7 +73,7 @@ def load_digits_split(
     as_labels = lambda a: torch.from_numpy(a).long()
     return DigitsSplit(as_images(x_train), as_labels(y_train), as_images(x_test), as_labels(y_test))
 
-# %% ../nbs/09_data.ipynb #f8f24fe0
+# %% ../nbs/09_data.ipynb #2c592741
 class WordTokenizer:
     "A word-level tokenizer: `<pad>` is id 0, `<eos>` is id 1, then one id per word of `words`, in order."
     specials: tuple[str, ...] = ('<pad>', '<eos>')
@@ -109,7 +109,7 @@ class WordTokenizer:
     def __len__(self) -> int: return self.vocab_size
     def __repr__(self) -> str: return f'WordTokenizer(vocab_size={self.vocab_size}, words={list(self.words)})'
 
-# %% ../nbs/09_data.ipynb #dac0c549
+# %% ../nbs/09_data.ipynb #5e873286
 @patch_to(WordTokenizer, cls_method=True)
 def from_captions(cls, captions: Iterable[str]) -> WordTokenizer:
     "A tokenizer whose vocabulary is every word of `captions`, in order of first appearance."
@@ -117,7 +117,7 @@ def from_captions(cls, captions: Iterable[str]) -> WordTokenizer:
     for c in captions: words.update(dict.fromkeys(cls.split(c)))
     return cls(list(words))
 
-# %% ../nbs/09_data.ipynb #c5769a40
+# %% ../nbs/09_data.ipynb #61e52e35
 @patch_to(WordTokenizer)
 def encode(self, text: str, eos: bool = False) -> Tensor:
     "Token ids of `text` as a 1-D long tensor, with `<eos>` appended when `eos`."
@@ -129,7 +129,7 @@ def encode(self, text: str, eos: bool = False) -> Tensor:
         raise ValueError(f'WordTokenizer.encode: unknown word {unknown[0]!r} in {text!r}; the vocabulary is: {known}')
     return torch.tensor([self.stoi[w] for w in words] + ([self.eos_id] if eos else []), dtype=torch.long)
 
-# %% ../nbs/09_data.ipynb #62c48398
+# %% ../nbs/09_data.ipynb #f99206fb
 @patch_to(WordTokenizer)
 def decode(self, ids: Tensor | Sequence[int]) -> str:
     "The text of token `ids`: words joined by spaces, `<pad>` skipped, stopping at the first `<eos>`."
@@ -145,12 +145,12 @@ def decode(self, ids: Tensor | Sequence[int]) -> str:
         if i != self.pad_id: words.append(self.itos[i])
     return ' '.join(words)
 
-# %% ../nbs/09_data.ipynb #86a918c8
+# %% ../nbs/09_data.ipynb #086d51c9
 def digits_tokenizer() -> WordTokenizer:
     "The tokenizer of the digit captions: `<pad>`, `<eos>`, then 'zero' .. 'nine' (so 'seven' is id 9)."
     return WordTokenizer(DIGIT_WORDS)
 
-# %% ../nbs/09_data.ipynb #5b732f6b
+# %% ../nbs/09_data.ipynb #cba78b36
 def make_sample(
     caption: Tensor,  # (n,) long token ids
     image: Tensor,  # (c, y, x) float
@@ -161,7 +161,7 @@ def make_sample(
     if text_first: return [caption, image]  # EOI closes the image: no <eos> after it
     return [image, torch.cat([caption, caption.new_tensor([eos_id])]) if exists(eos_id) else caption]
 
-# %% ../nbs/09_data.ipynb #51991244
+# %% ../nbs/09_data.ipynb #ac6789a3
 def validate_sample(
     sample: Any,  # what should be a list of text (long, 1-D) and image (float, (c, y, x)) tensors
     vocab_size: int | None = None,  # when given, every token id must lie in [0, vocab_size)
@@ -188,7 +188,7 @@ def validate_sample(
             if not torch.isfinite(t).all(): raise ValueError(f'{what}: the image contains NaN or inf')
         else: raise TypeError(f'{what}: expected torch.long (text) or a float dtype (image), got {t.dtype}')
 
-# %% ../nbs/09_data.ipynb #f84abaef
+# %% ../nbs/09_data.ipynb #ad4a2658
 def _check_images(images: Any, captions: Sequence[str], p_text_to_image: float) -> None:
     "Raise a clear error unless `images` is a float `(b, c, h, w)` tensor in [-1, 1] with one caption per image."
     if not isinstance(images, Tensor) or not images.dtype.is_floating_point or images.ndim != 4:
@@ -205,7 +205,7 @@ def _check_images(images: Any, captions: Sequence[str], p_text_to_image: float) 
                          'scale them with to_model_range(images, lo, hi)')
     if not 0 <= p_text_to_image <= 1: raise ValueError(f'CaptionedImages: p_text_to_image must lie in [0, 1], got {p_text_to_image}')
 
-# %% ../nbs/09_data.ipynb #c7dff0bb
+# %% ../nbs/09_data.ipynb #9f6d8951
 class CaptionedImages(Dataset):
     "Images with one caption each, served as Transfusion samples: `[caption, image]` or `[image, caption]`."
     def __init__(self,
@@ -244,7 +244,7 @@ class CaptionedImages(Dataset):
         return (f'CaptionedImages({len(self)} images {self.image_shape}, {len(self.classes)} classes, '
                 f'vocab_size={self.tokenizer.vocab_size}, p_text_to_image={self.p_text_to_image}, epoch={self.epoch})')
 
-# %% ../nbs/09_data.ipynb #e62e3302
+# %% ../nbs/09_data.ipynb #d6e967a0
 @patch_to(CaptionedImages)
 def set_epoch(self, epoch: int) -> None:
     "Redraw which examples come caption-first: exactly round(p_text_to_image * len) of them, seeded by (seed, epoch)."
@@ -254,19 +254,19 @@ def set_epoch(self, epoch: int) -> None:
     self.text_first = torch.zeros(n, dtype=torch.bool)
     self.text_first[torch.randperm(n, generator=g)[:round(self.p_text_to_image * n)]] = True
 
-# %% ../nbs/09_data.ipynb #af915893
+# %% ../nbs/09_data.ipynb #0dff5dd8
 @patch_to(CaptionedImages, as_prop=True)
 def image_shape(self) -> tuple[int, ...]:
     "`(c, h, w)` of every image."
     return tuple(self.images.shape[1:])
 
-# %% ../nbs/09_data.ipynb #90650219
+# %% ../nbs/09_data.ipynb #e3dfbeca
 @patch_to(CaptionedImages)
 def caption_ids(self, i: int) -> Tensor:
     "The token ids of example `i`'s caption, `(n,)` long."
     return self._ids[self.captions[i]]
 
-# %% ../nbs/09_data.ipynb #8aa40cfc
+# %% ../nbs/09_data.ipynb #3649cb7a
 @patch_to(CaptionedImages)
 def sample(self, i: int, text_first: bool | None = None) -> list[Tensor]:
     "Example `i` as a sample, in the epoch's order unless `text_first` is given."
@@ -274,13 +274,13 @@ def sample(self, i: int, text_first: bool | None = None) -> list[Tensor]:
     eos_id = self.tokenizer.eos_id if self.append_eos else None
     return make_sample(self.caption_ids(i), self.images[i], text_first, eos_id)
 
-# %% ../nbs/09_data.ipynb #eeb11fb0
+# %% ../nbs/09_data.ipynb #7c741958
 def collate_samples(batch: Sequence[list[Tensor]]) -> list[list[Tensor]]:
     "Collate for a DataLoader: check each sample and return the batch as a list of samples (the model packs them)."
     for k, s in enumerate(batch): validate_sample(s, where=f'sample {k} of the batch')
     return list(batch)
 
-# %% ../nbs/09_data.ipynb #c37a97fe
+# %% ../nbs/09_data.ipynb #20252419
 def sample_loader(
     ds: Dataset,  # a data set of samples, e.g. `CaptionedImages`
     batch_size: int = 32,  # samples per batch
@@ -292,7 +292,7 @@ def sample_loader(
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=collate_samples,
                       generator=torch.Generator().manual_seed(seed), **kwargs)
 
-# %% ../nbs/09_data.ipynb #6b126b36
+# %% ../nbs/09_data.ipynb #9a4cd50f
 def digits_datasets(
     p_text_to_image: float = 0.8,  # fraction of caption-first samples
     test_size: float = 0.25,  # fraction held out for testing
@@ -305,12 +305,12 @@ def digits_datasets(
                                         append_eos, classes=DIGIT_WORDS, labels=y)
     return make(s.x_train, s.y_train), make(s.x_test, s.y_test)
 
-# %% ../nbs/09_data.ipynb #6b9be537
+# %% ../nbs/09_data.ipynb #0ea762a2
 def sample_title(sample: list[Tensor], tokenizer: WordTokenizer) -> str:
     "A short description of a sample's order: `'\"seven\" → ▣'` (text-to-image) or `'▣ → \"seven\"'` (captioning)."
     return ' → '.join(f'"{tokenizer.decode(t)}"' if t.dtype == torch.long else '▣' for t in sample)
 
-# %% ../nbs/09_data.ipynb #b4101bd6
+# %% ../nbs/09_data.ipynb #87f0a420
 def plot_samples(
     ds: CaptionedImages,  # the data set to show
     start: int = 0,  # index of the first example shown
@@ -326,7 +326,7 @@ def plot_samples(
     axs.flat[0].figure.tight_layout(pad=0.2, h_pad=0.9)
     return axs
 
-# %% ../nbs/09_data.ipynb #fc997194
+# %% ../nbs/09_data.ipynb #5d0490ca
 def plot_class_balance(
     *datasets: CaptionedImages,  # data sets with `labels` and `classes` (e.g. train, test)
     names: Sequence[str] = ('train', 'test'),  # one name per data set
@@ -347,17 +347,17 @@ def plot_class_balance(
     ax.figure.tight_layout()
     return ax
 
-# %% ../nbs/09_data.ipynb #490d07d6
+# %% ../nbs/09_data.ipynb #876c8c8f
 FASHION_CAPTIONS: tuple[str, ...] = ('t-shirt', 'trouser', 'pullover', 'dress', 'coat', 'sandal', 'shirt',
                                      'sneaker', 'bag', 'ankle boot')
 
-# %% ../nbs/09_data.ipynb #c36e6b5d
+# %% ../nbs/09_data.ipynb #b90fa622
 TORCHVISION_SETS: dict[str, tuple[str, tuple[str, ...]]] = {   # name -> (torchvision class, captions)
     'mnist': ('MNIST', DIGIT_WORDS),
     'fashion-mnist': ('FashionMNIST', FASHION_CAPTIONS),
 }
 
-# %% ../nbs/09_data.ipynb #5fa61936
+# %% ../nbs/09_data.ipynb #84107375
 def _load_torchvision(name: str, root: str, train: bool, download: bool) -> tuple[Tensor, Tensor]:
     import torchvision.datasets as tvd
     cls = getattr(tvd, TORCHVISION_SETS[name][0])
@@ -374,7 +374,7 @@ def _load_torchvision(name: str, root: str, train: bool, download: bool) -> tupl
                            f'(digits_datasets), which need no download.') from e
     return ds.data, ds.targets  # (b, 28, 28) uint8, (b,) long
 
-# %% ../nbs/09_data.ipynb #9a2c50cf
+# %% ../nbs/09_data.ipynb #722c37b6
 def torchvision_datasets(
     name: str = 'mnist',  # 'mnist' or 'fashion-mnist'
     root: str = 'data',  # folder that holds (or will hold) the downloaded files
@@ -400,7 +400,7 @@ def torchvision_datasets(
                                classes=captions, labels=y)
     return make(True), make(False)
 
-# %% ../nbs/09_data.ipynb #e0e6fe30
+# %% ../nbs/09_data.ipynb #2dcc01e5
 @patch_to(CaptionedImages, cls_method=True)
 def from_pairs(
     cls,

@@ -119,25 +119,25 @@ def plot_ema(
     ax.set_xlabel('step'); ax.legend(fontsize=7, frameon=False); ax.figure.tight_layout()
     return ax
 
-# %% ../nbs/10_training.ipynb #b209a61f
+# %% ../nbs/10_training.ipynb #df25aed8
 def epoch_permutation(n: int, epoch: int, seed: int = 0) -> Tensor:
     "The order of the `n` examples in `epoch`: a permutation drawn from a generator seeded by `(seed, epoch)`."
     g = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**63)
     return torch.randperm(n, generator=g)
 
-# %% ../nbs/10_training.ipynb #e24f5f8a
+# %% ../nbs/10_training.ipynb #4fe7d613
 class MicroBatch(NamedTuple):
     "A part of a step's global batch that one forward/backward pass computes."
     index: int  # j, the micro-batch's position in the global batch (0 .. world * micro_batches - 1)
     seed: int  # what the global generator is seeded with before its forward pass
     examples: Tensor  # (b,) indices into the data set
 
-# %% ../nbs/10_training.ipynb #a3ba4a25
+# %% ../nbs/10_training.ipynb #10a1af5d
 def micro_seed(seed: int, step: int, index: int) -> int:
     "The seed of micro-batch `index` of `step`: distinct for every (seed, step, index)."
     return ((seed * 1_000_003 + step) * 8191 + index) % 2**63
 
-# %% ../nbs/10_training.ipynb #cf33087d
+# %% ../nbs/10_training.ipynb #6fe930cf
 def seed_step(seed: int, device: torch.device | None = None) -> None:
     "Seed Python's, NumPy's and PyTorch's global generators (and `device`'s, on a GPU) cheaply, before a micro-batch."
     random.seed(seed)
@@ -145,7 +145,7 @@ def seed_step(seed: int, device: torch.device | None = None) -> None:
     torch.default_generator.manual_seed(seed)  # CPU only: torch.manual_seed would also queue seeds for every backend
     if exists(device) and torch.device(device).type == 'cuda': torch.cuda.manual_seed(seed)
 
-# %% ../nbs/10_training.ipynb #5546262d
+# %% ../nbs/10_training.ipynb #622590a6
 def step_batches(
     n: int,  # examples in the data set
     step: int,  # s, optimizer steps completed before this one
@@ -169,7 +169,7 @@ def step_batches(
     js = range(rank * micro_batches, (rank + 1) * micro_batches)
     return epoch, [MicroBatch(j, micro_seed(seed, step, j), batch[j * size:(j + 1) * size]) for j in js]
 
-# %% ../nbs/10_training.ipynb #bdd03715
+# %% ../nbs/10_training.ipynb #9527155a
 def rng_state() -> dict:
     "The states of Python's, NumPy's and PyTorch's (CPU and CUDA) global random generators, as plain tensors and lists."
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
@@ -178,7 +178,7 @@ def rng_state() -> dict:
             'torch': torch.random.get_rng_state(),
             'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
-# %% ../nbs/10_training.ipynb #820259c7
+# %% ../nbs/10_training.ipynb #0fa6ce6e
 def set_rng_state(state: Mapping) -> None:
     "Restore the generators from `rng_state()`'s output."
     py = state['python']
@@ -207,13 +207,13 @@ def atomic_save(
         raise
     return path
 
-# %% ../nbs/10_training.ipynb #2af07515
+# %% ../nbs/10_training.ipynb #28764c84
 CHECKPOINT_FORMAT: str = 'transfusion_nb checkpoint'  # the tag `load_checkpoint` requires
 
-# %% ../nbs/10_training.ipynb #f4a9140b
+# %% ../nbs/10_training.ipynb #04b34633
 CHECKPOINT_VERSION: int = 1  # the newest layout this version reads
 
-# %% ../nbs/10_training.ipynb #75f0e8d3
+# %% ../nbs/10_training.ipynb #9fb22da0
 def load_checkpoint(
     path: str | Path,  # a checkpoint file, or a run folder holding checkpoint.pt
     map_location: str | torch.device = 'cpu',  # where the tensors go
@@ -238,7 +238,7 @@ def load_checkpoint(
                          f'({CHECKPOINT_VERSION}); upgrade transfusion_nb')
     return ckpt
 
-# %% ../nbs/10_training.ipynb #89df9213
+# %% ../nbs/10_training.ipynb #1e03787c
 def load_weights(
     model: nn.Module,  # the model to fill
     state_dict: Mapping[str, Tensor],  # weights from a checkpoint
@@ -289,14 +289,14 @@ class TrainConfig:
         if self.lr <= 0: raise ValueError(f'TrainConfig: lr must be positive, got {self.lr}')
         if exists(self.grad_clip) and self.grad_clip <= 0: raise ValueError(f'TrainConfig: grad_clip must be positive or None, got {self.grad_clip}')
 
-# %% ../nbs/10_training.ipynb #8896046d
+# %% ../nbs/10_training.ipynb #4dfca392
 def dist_info() -> tuple[int, int, int]:
     "`(rank, world_size, local_rank)` of this process: `(0, 1, 0)` outside a process group."
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size(), int(os.environ.get('LOCAL_RANK', dist.get_rank()))
     return 0, 1, 0
 
-# %% ../nbs/10_training.ipynb #25b0ed0b
+# %% ../nbs/10_training.ipynb #56fe83d2
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     "AdamW with weight decay on parameters of two or more dimensions (matrices), none on gains and biases; fused where PyTorch can."
     params = [p for p in model.parameters() if p.requires_grad]
@@ -306,13 +306,13 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
                               {'params': [p for p in params if p.ndim < 2], 'weight_decay': 0.}],
                              lr=config.lr, betas=config.betas, fused=fused)
 
-# %% ../nbs/10_training.ipynb #8c07865a
+# %% ../nbs/10_training.ipynb #85597558
 def to_device(samples: Any, device: torch.device) -> Any:
     "Move a sample (list of tensors) or a batch (list of samples) to `device`."
     if isinstance(samples, Tensor): return samples.to(device)
     return [to_device(s, device) for s in samples]
 
-# %% ../nbs/10_training.ipynb #6c794883
+# %% ../nbs/10_training.ipynb #136c884d
 def _part(out: Any, name: str) -> tuple[float, float]:
     "(value, 1) of the named loss part when the model returned it as a finite number, else (0, 0)."
     v = getattr(out, name, None)
@@ -320,7 +320,7 @@ def _part(out: Any, name: str) -> tuple[float, float]:
     v = float(v.detach()) if isinstance(v, Tensor) and v.numel() == 1 else v
     return (v, 1.) if isinstance(v, float) and math.isfinite(v) else (0., 0.)
 
-# %% ../nbs/10_training.ipynb #8c335260
+# %% ../nbs/10_training.ipynb #eeb3a297
 class Trainer:
     "Trains `model` on a data set of samples: AdamW, warm-up + cosine, clipping, EMA, atomic checkpoints, DDP."
     def __init__(self,
@@ -349,13 +349,13 @@ class Trainer:
         self.ema = EMA(self.model, cfg.ema_beta)
         self.step, self.history, self._epoch = 0, [], None
 
-# %% ../nbs/10_training.ipynb #69945e68
+# %% ../nbs/10_training.ipynb #a2aa5c65
 @patch_to(Trainer, as_prop=True)
 def is_main(self) -> bool:
     "Whether this is process 0, the one that writes files."
     return self.rank == 0
 
-# %% ../nbs/10_training.ipynb #44e519f7
+# %% ../nbs/10_training.ipynb #996ca6fd
 @patch_to(Trainer)
 def train_step(self) -> dict:
     "One optimizer step on the global batch of step `self.step`; returns its log record."
@@ -389,7 +389,7 @@ def train_step(self) -> dict:
     self.history.append(rec)
     return rec
 
-# %% ../nbs/10_training.ipynb #70ec75f7
+# %% ../nbs/10_training.ipynb #03e61e21
 @patch_to(Trainer)
 def fit(self, until: int | None = None) -> list[dict]:
     "Train up to step `until` (default: `config.steps`); returns the history of all steps so far."
@@ -410,7 +410,7 @@ def fit(self, until: int | None = None) -> list[dict]:
     bar.close()
     return self.history
 
-# %% ../nbs/10_training.ipynb #94b6f4c5
+# %% ../nbs/10_training.ipynb #3c3e7153
 @patch_to(Trainer)
 def write_samples(self, path: str | Path | None = None) -> Path | None:
     "Draw `sample_fn(ema_model)` with the run's seed and save the grid as a PNG (process 0 only)."
@@ -425,7 +425,7 @@ def _out(self) -> Path:
     if not exists(self.out_dir): raise ValueError('Trainer: no out_dir given; pass out_dir=... or a path')
     return self.out_dir
 
-# %% ../nbs/10_training.ipynb #b98c94ab
+# %% ../nbs/10_training.ipynb #257f1cdc
 @patch_to(Trainer)
 def state_dict(self) -> dict:
     "Everything needed to continue the run: model, optimizer, EMA, step, config, history, RNG states."
@@ -434,7 +434,7 @@ def state_dict(self) -> dict:
             'model': self.model.state_dict(), 'optimizer': self.opt.state_dict(), 'ema': self.ema.state_dict(),
             'config': asdict(self.config), 'history': self.history, 'rng': rng_state(), 'extra': self.extra}
 
-# %% ../nbs/10_training.ipynb #c51d3474
+# %% ../nbs/10_training.ipynb #847a0e66
 @patch_to(Trainer)
 def load_state_dict(self, ckpt: Mapping) -> None:
     "Continue from a checkpoint's state."
@@ -446,7 +446,7 @@ def load_state_dict(self, ckpt: Mapping) -> None:
     self.extra = {**ckpt.get('extra', {}), **self.extra}
     set_rng_state(ckpt['rng'])
 
-# %% ../nbs/10_training.ipynb #6254e4ed
+# %% ../nbs/10_training.ipynb #7d373f4c
 @patch_to(Trainer)
 def save(self, path: str | Path | None = None) -> Path:
     "Write the checkpoint atomically (process 0 only; the others wait for it)."
@@ -455,7 +455,7 @@ def save(self, path: str | Path | None = None) -> Path:
     if self.world > 1: dist.barrier()
     return path
 
-# %% ../nbs/10_training.ipynb #99bff63a
+# %% ../nbs/10_training.ipynb #78e0a79a
 @patch_to(Trainer, cls_method=True)
 def resume(cls,
     path: str | Path,  # a checkpoint, or a run folder holding checkpoint.pt
@@ -470,7 +470,7 @@ def resume(cls,
     trainer.load_state_dict(ckpt)
     return trainer
 
-# %% ../nbs/10_training.ipynb #a674e87c
+# %% ../nbs/10_training.ipynb #f1ed30fb
 def save_image_grid(
     images: Tensor,  # (b, c, y, x) in [-1, 1]
     path: str | Path,  # the PNG to write
@@ -516,7 +516,7 @@ def plot_history(
     ax.figure.tight_layout()
     return ax
 
-# %% ../nbs/10_training.ipynb #4916aec4
+# %% ../nbs/10_training.ipynb #9258dd9c
 def init_distributed(
     backend: str | None = None,  # default: 'nccl' with GPUs, else 'gloo'
 ) -> tuple[int, int, torch.device]:
@@ -531,7 +531,7 @@ def init_distributed(
     rank, world, local = dist_info()
     return rank, world, torch.device(f'cuda:{local}' if cuda else 'cpu')
 
-# %% ../nbs/10_training.ipynb #cdc02e1e
+# %% ../nbs/10_training.ipynb #3860bb7d
 def close_distributed() -> None:
     "Leave the process group, if this process joined one."
     if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
