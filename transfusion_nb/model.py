@@ -142,6 +142,7 @@ def plot_patches(image:Tensor, # (c, h, w) in [-1, 1]; the first channel is draw
                  ax=None, # a matplotlib axis (default: a new figure)
                 ):
     "The image with its patch grid, each patch numbered in the order it enters the sequence."
+    from matplotlib.patheffects import withStroke
     if ax is None: _, ax = new_fig(1, 1, size=3.)
     c, h, w = image.shape
     ax.clear()
@@ -152,8 +153,8 @@ def plot_patches(image:Tensor, # (c, h, w) in [-1, 1]; the first channel is draw
     if y * x <= 64:
         for i in range(y):
             for j in range(x):
-                ax.text(j * patch_size + (patch_size - 1) / 2, i * patch_size + (patch_size - 1) / 2, str(i * x + j),
-                        color='C1', ha='center', va='center', fontsize=8 if patch_size > 1 else 6)
+                ax.text(j * patch_size + (patch_size - 1) / 2, i * patch_size + (patch_size - 1) / 2, str(i * x + j), color='w',
+                        ha='center', va='center', fontsize=8 if patch_size > 1 else 6, path_effects=[withStroke(linewidth=1.5, foreground='k')])
     ax.set(xticks=[], yticks=[])
     ax.set_title(f'p={patch_size}: {y * x} tokens of {patch_size * patch_size * c}', fontsize=9)
     return ax

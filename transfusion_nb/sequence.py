@@ -270,6 +270,7 @@ def plot_packed(packed:Packed, # from `pack`
                ):
     "One row per sample, one cell per token: text, META/shape, BOI, patches, EOI, padding; dots mark text targets."
     from matplotlib.colors import ListedColormap
+    from matplotlib.ticker import MaxNLocator
     b, n = packed.ids.shape
     n = min(n, max_tokens)
     if ax is None: _, ax = new_fig(1, 1, figsize=(min(0.36 * n + 1.2, 16), 0.5 * b + 0.9))
@@ -290,5 +291,6 @@ def plot_packed(packed:Packed, # from `pack`
     tgt = (packed.labels[:, :n].cpu() >= 0).nonzero()
     ax.scatter(tgt[:, 1], tgt[:, 0] + 0.36, s=5, color='k')
     ax.set(yticks=range(b), yticklabels=[f'sample {i}' for i in range(b)], xlabel='position')
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title('grey text, blue META + shape, dark BOI/EOI, orange patches; dots: text targets', fontsize=9)
     return ax
