@@ -423,8 +423,8 @@ def predict(self,
     return Prediction(self.to_logits(h), images, packed)
 
 # %% ../nbs/07_transfusion.ipynb #fad190a1
-_GENERATION_METHODS = frozenset({'generate', 'generate_images', 'caption', 'prefill', 'append_tokens', 'block_denoiser',
-                                 'image_block', 'opener'})
+_GENERATION_METHODS = frozenset({'generate', 'generate_images', 'caption', 'prefill', 'append_tokens', 'prepare_block',
+                                 'denoise_block', 'block_denoiser', 'image_block', 'opener', 'advance_row'})   # what 08_sampling attaches
 
 # %% ../nbs/07_transfusion.ipynb #dc2af7f6
 @patch_to(Transfusion)
