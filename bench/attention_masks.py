@@ -7,6 +7,7 @@ repeats) on sequences with half the tokens in images, and prints the times, thei
     python bench/attention_masks.py                      # CPU, small defaults (the first compile takes ~30 s+)
     python bench/attention_masks.py --device cuda        # GPU: the 512..4096 sweep, bf16
     python bench/attention_masks.py --device cuda --lens 512 1024 2048 4096 --batch 4 --heads 16 --backward
+    python bench/attention_masks.py --cond-drop          # also hide the text before each image in sample 0 (kv_start)
 
 Layout: units of `image_len - 2` text tokens, BOI, `image_len` patches, EOI (so half the tokens are patches),
 repeated to fill the sequence; any remainder is text.
@@ -28,6 +29,14 @@ def layout_for(n: int, image_len: int) -> str:
     items = [f't{image_len - 2} i{image_len}'] * (n // unit)
     if n % unit: items.append(f't{n % unit}')
     return ' '.join(items)
+
+
+def dropped_start(mp: torch.Tensor, n: int) -> torch.Tensor:
+    "`kv_start` (b, n) hiding the prefix from every image block (BOI, patches, EOI) of sample 0: the model's conditioning dropout."
+    start = torch.zeros(mp.shape[0], n, dtype=torch.long, device=mp.device)
+    for _, off, length in mp[0].tolist():
+        if length: start[0, off - 1:off + length + 1] = off - 1
+    return start
 
 
 def sync(device: torch.device):
@@ -63,6 +72,7 @@ def main(argv=None):
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s choice)')
     p.add_argument('--compile-block-mask', action=argparse.BooleanOptionalAction, default=None,
                    help='build the BlockMask with torch.compile (default: on CUDA only)')
+    p.add_argument('--cond-drop', action='store_true', help='sample 0 as the model masks a sample that lost its condition')
     a = p.parse_args(argv)
 
     if a.threads: torch.set_num_threads(a.threads)
@@ -78,7 +88,7 @@ def main(argv=None):
     name = torch.cuda.get_device_name(device) if cuda else 'CPU'
     print(f'torch {torch.__version__}, {name}, {dtype}, batch {batch}, heads {heads}, dim_head {a.dim_head}, '
           f'images of {image_len} patches, tiles of {a.block_size}, {"forward + backward" if a.backward else "forward"}, '
-          f'median of {repeats}')
+          f'median of {repeats}{", sample 0 with its condition dropped" if a.cond_drop else ""}')
     compiled_flex = torch.compile(flex_attention, dynamic=False)
     g = torch.Generator(device=device).manual_seed(0)
 
@@ -86,9 +96,11 @@ def main(argv=None):
     for n in lens:
         mp, seq_lens, n_ = batch_layouts([layout_for(n, image_len)] * batch, device=device)
         assert n_ == n
-        build = {  # building the masks, as the model does every step (validated once beforehand)
-            'dense mask': lambda: dense_attn_mask(mp, n, seq_lens, validate=False),
-            'block mask': lambda: transfusion_block_mask(mp, n, seq_lens, block_size=a.block_size, compile=compile_bm, validate=False),
+        start = dropped_start(mp, n) if a.cond_drop else None
+        build = {  # building the masks with the model's calls (Transfusion.attn_mask; validated once beforehand)
+            'dense mask': lambda: dense_attn_mask(mp, n, seq_lens, validate=False, kv_start=start),
+            'block mask': lambda: transfusion_block_mask(mp, n, seq_lens, block_size=a.block_size, compile=compile_bm,
+                                                         validate=False, kv_start=start),
         }
         t_build = time_side_by_side(build, device, warmup=1, repeats=min(repeats, 10))  # the warm-up call may compile
         mask, bm = build['dense mask'](), build['block mask']()
