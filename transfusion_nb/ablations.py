@@ -5,7 +5,7 @@
 # %% ../nbs/13_ablations.ipynb #d9b8a1ac
 # einops letters (utils.EINOPS_GLOSSARY): b batch, i query positions, j key positions
 from __future__ import annotations
-import math, os, tempfile, time
+import json, math, os, tempfile, time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -14,14 +14,20 @@ import torch
 from torch import nn, Tensor
 
 from .utils import exists, default, new_fig
+from .data import digits_datasets
+from .evaluation import (generate_digits, caption_digits, score_text_to_image, score_captions,
+                                       pixel_frechet, frechet_floor)
+from .digits import train_digits, digits_model
 
 # %% auto #0
 __all__ = ['ABLATION_STEPS', 'causal_within_images', 'run_variant', 'run_grid', 'grid_specs', 'summarize', 'ablation_table',
-           'plot_ablation', 'compare_variants', 'plot_patch_sizes', 'plot_nfe']
+           'plot_ablation', 'verdict', 'compare_variants', 'record_ablation', 'check_verdicts', 'plot_patch_sizes',
+           'plot_nfe']
 
-# %% ../nbs/13_ablations.ipynb #b138de59
-ABLATION_STEPS: int = 800  # optimizer steps of every ablation run
+# %% ../nbs/13_ablations.ipynb #1be2f7bc
+ABLATION_STEPS: int = 800  # optimizer steps of every ablation run (unless its spec says otherwise)
 
+# %% ../nbs/13_ablations.ipynb #34843b6b
 def causal_within_images(model: nn.Module) -> nn.Module:
     "Make attention inside images causal (the ablation of Transfusion Table 5): AND every dense mask with `key <= query`."
     tf = model.transformer
@@ -37,28 +43,12 @@ def causal_within_images(model: nn.Module) -> nn.Module:
     model.causal_images = True
     return model
 
-# %% ../nbs/13_ablations.ipynb #3669de30
-def run_variant(
-    spec: Mapping[str, Any],  # ablation, variant, seed, model, train, causal_images, measure, n_per_digit, sample_steps, nfe, method
-) -> dict[str, Any]:
-    "Train one variant on the digits and measure it; returns the spec's labels and the measurements."
-    from transfusion_nb.training import train_digits, digits_model
-    from transfusion_nb.data import digits_datasets
-    from transfusion_nb.evaluation import (generate_digits, caption_digits, score_text_to_image, score_captions,
-                                           pixel_frechet, frechet_floor)
-    torch.set_num_threads(spec.get('threads', 1))
-    seed, measure = spec.get('seed', 0), spec.get('measure', ('text_to_image', 'captioning'))
-    model = digits_model(seed, **spec.get('model', {}))
-    if spec.get('causal_images'): model = causal_within_images(model)
-    t0 = time.perf_counter()
-    trainer, m = train_digits(None, seed, progress=False, evaluate=False, model=model,
-                              **{'steps': ABLATION_STEPS, **spec.get('train', {})})
-    out = {k: spec.get(k) for k in ('ablation', 'variant', 'seed')}
-    out.update(train_seconds=time.perf_counter() - t0, final_text_loss=m['final_text_loss'], final_image_loss=m['final_image_loss'])
-    ema = trainer.ema.model.eval()
-    if exists(spec.get('method')): ema.diffusion.method = spec['method']
-    n, steps = spec.get('n_per_digit', 30), spec.get('sample_steps')
+# %% ../nbs/13_ablations.ipynb #6b516333
+def _measure(ema: nn.Module, spec: Mapping[str, Any], seed: int) -> dict[str, float]:
+    "The measurements `spec` asks for (`measure`, `nfe`), of a trained model."
+    measure, n, steps = spec.get('measure', ('text_to_image', 'captioning')), spec.get('n_per_digit', 30), spec.get('sample_steps')
     _, test = digits_datasets()
+    out = {}
     if 'text_to_image' in measure:
         sc = score_text_to_image(generate_digits(ema, n_per_digit=n, steps=steps, seed=seed))
         out.update(accuracy=sc['accuracy'], frechet=sc['frechet'], frechet_floor=sc['frechet_floor'], diversity_ratio=sc['diversity_ratio'])
@@ -70,9 +60,34 @@ def run_variant(
     for nfe in spec.get('nfe', ()):  # text-to-image at a given number of network evaluations (one-call samplers)
         sc = score_text_to_image(generate_digits(ema, n_per_digit=n, steps=nfe, seed=seed))
         out[f'accuracy@{nfe}'], out[f'frechet@{nfe}'] = sc['accuracy'], sc['frechet']
-    out['seconds'] = time.perf_counter() - t0
     return out
 
+
+# %% ../nbs/13_ablations.ipynb #fd5c7f33
+def run_variant(
+    spec: Mapping[str, Any],  # ablation, variant, seed, model, train, causal_images, measure, n_per_digit, sample_steps, nfe, method, threads
+) -> dict[str, Any]:
+    "Train one variant on the digits and measure it; returns the spec's labels and the measurements."
+    threads = torch.get_num_threads()
+    torch.set_num_threads(spec.get('threads', 1))
+    try:
+        seed = spec.get('seed', 0)
+        model = digits_model(seed, **spec.get('model', {}))
+        if spec.get('causal_images'): model = causal_within_images(model)
+        t0 = time.perf_counter()
+        trainer, m = train_digits(None, seed, progress=False, evaluate=False, model=model,
+                                  **{'steps': ABLATION_STEPS, **spec.get('train', {})})
+        out = {k: spec.get(k) for k in ('ablation', 'variant', 'seed')}
+        out.update(steps=trainer.step, train_seconds=time.perf_counter() - t0,
+                   final_text_loss=m['final_text_loss'], final_image_loss=m['final_image_loss'])
+        ema = trainer.ema.model.eval()
+        if exists(spec.get('method')): ema.diffusion.method = spec['method']
+        out.update(_measure(ema, spec, seed))
+        out['seconds'] = time.perf_counter() - t0
+        return out
+    finally: torch.set_num_threads(threads)
+
+# %% ../nbs/13_ablations.ipynb #6db7407b
 def _source_hash() -> str:
     "A hash of the library's source: cached results are reused only while the code that made them is unchanged."
     import hashlib, transfusion_nb
@@ -87,7 +102,7 @@ def run_grid(
     cache: str | Path | None = None,  # a folder for results, keyed by spec, ABLATION_STEPS and the library's source; None: no cache
 ) -> list[dict[str, Any]]:
     "Run every spec (`run_variant`), in `workers` processes of one thread each; results in the specs' order."
-    import hashlib, json
+    import hashlib
     keys = [hashlib.sha256(json.dumps([s, ABLATION_STEPS, _source_hash()], sort_keys=True, default=str).encode()).hexdigest()[:24]
             for s in specs]
     path = lambda k: Path(cache) / f'{k}.json'
@@ -105,6 +120,7 @@ def run_grid(
         if exists(cache): path(k).parent.mkdir(parents=True, exist_ok=True); path(k).write_text(json.dumps(r))
     return [out[k] for k in keys]
 
+# %% ../nbs/13_ablations.ipynb #47ce89d4
 def grid_specs(
     ablation: str,  # the ablation's name
     variants: Mapping[str, Mapping[str, Any]],  # variant name -> its spec entries (model, train, causal_images, ...)
@@ -114,7 +130,7 @@ def grid_specs(
     "The specs of an ablation: every variant with every seed."
     return [{'ablation': ablation, 'variant': v, 'seed': s, **common, **spec} for v, spec in variants.items() for s in seeds]
 
-# %% ../nbs/13_ablations.ipynb #8a09dc91
+# %% ../nbs/13_ablations.ipynb #b8166f33
 def summarize(
     results: Sequence[Mapping[str, Any]],  # `run_grid` output
     metrics: Sequence[str],  # which measurements
@@ -125,6 +141,7 @@ def summarize(
         for k in metrics: out.setdefault(r['variant'], {}).setdefault(k, []).append(float(r[k]))
     return {v: {k: (float(np.mean(x)), float(np.std(x, ddof=1)) if len(x) > 1 else 0., x) for k, x in d.items()} for v, d in out.items()}
 
+# %% ../nbs/13_ablations.ipynb #22525549
 def ablation_table(
     results: Sequence[Mapping[str, Any]],  # `run_grid` output
     metrics: Sequence[str],  # columns
@@ -140,17 +157,20 @@ def ablation_table(
         rows.append(f'{v:{w}s}{cells}' + (f'   {paper.get(v, "")}' if paper else ''))
     return '\n'.join(rows)
 
+# %% ../nbs/13_ablations.ipynb #a748c6db
 def plot_ablation(
     results: Sequence[Mapping[str, Any]],  # `run_grid` output
     metrics: Sequence[str],  # one panel per metric
     title: str = '',  # figure title
     lower_is_better: Sequence[str] = ('frechet', 'uncond_frechet', 'final_text_loss', 'final_image_loss'),  # for the panel titles
+    axs=None,  # one axes per metric, else a new figure
 ):
     "One panel per metric: the mean over seeds as a bar, the spread as an error bar, every seed as a dot; returns the axes."
     s = summarize(results, metrics)
-    fig, axs = new_fig(1, len(metrics), figsize=(3.2 * len(metrics) + 0.6, 2.9), squeeze=False)
+    if not exists(axs): _, axs = new_fig(1, len(metrics), figsize=(3.2 * len(metrics) + 0.6, 2.9), squeeze=False)
+    axs = np.asarray(axs).ravel()
     names = list(s)
-    for ax, k in zip(axs[0], metrics):
+    for ax, k in zip(axs, metrics):
         for i, v in enumerate(names):
             m, sd, xs = s[v][k]
             ax.bar(i, m, color=f'C{i}', alpha=0.6, yerr=sd, capsize=3)
@@ -159,9 +179,29 @@ def plot_ablation(
         ax.set_title(f'{k} ({"lower" if any(k.startswith(p) for p in lower_is_better) else "higher"} is better)', fontsize=8)
         lo = min(min(s[v][k][2]) for v in names); hi = max(max(s[v][k][2]) for v in names)
         if lo > 0.5 and hi <= 1: ax.set_ylim(max(0, lo - 0.1), 1.01)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return axs[0]
+    axs[0].figure.suptitle(title, fontsize=9)
+    axs[0].figure.tight_layout()
+    return axs
+
+# %% ../nbs/13_ablations.ipynb #ba69983a
+def verdict(
+    a: Mapping[str, Any],  # the favoured variant on one metric: mean, std (over seeds), n, and optionally values
+    b: Mapping[str, Any],  # the variant it is compared with, the same way
+    lower_is_better: bool = False,  # e.g. a Fréchet distance
+) -> dict[str, Any]:
+    "'shows' when `a` wins for every seed and by more than twice the seed spread; else 'ahead' (a better mean) or 'not ahead'."
+    sign = -1 if lower_is_better else 1
+    gap = sign * (a['mean'] - b['mean'])
+    spread = float(np.sqrt((a['std'] ** 2 + b['std'] ** 2) / 2))
+    if 'values' in a and 'values' in b: seeds_agree = all(sign * (x - y) > 0 for x, y in zip(a['values'], b['values']))  # paired by seed
+    else:  # Samuelson: every value within (n-1)/sqrt(n) std of its mean
+        reach = sum((d['n'] - 1) / math.sqrt(d['n']) * d['std'] for d in (a, b))
+        seeds_agree = True if gap > reach else None  # None: cannot tell from mean and std
+    clear = gap > 0 and gap > 2 * spread
+    if clear and seeds_agree is None:
+        raise ValueError(f'verdict: gap {gap:.3f} > 2 x spread {spread:.3f}, but whether every seed agrees needs the per-seed values')
+    return {'gap': gap, 'spread': spread, 'seeds_agree': seeds_agree,
+            'verdict': 'shows' if clear and seeds_agree else 'ahead' if gap > 0 else 'not ahead'}
 
 # %% ../nbs/13_ablations.ipynb #8227904f
 def compare_variants(
@@ -171,17 +211,48 @@ def compare_variants(
     b: str,  # the variant it is compared with
     lower_is_better: bool = False,  # e.g. Fréchet distance
 ) -> dict[str, Any]:
-    "Does `a` beat `b` on `metric`? `shows` when it does for every seed and the mean gap exceeds twice the seed spread."
+    "Does `a` beat `b` on `metric`? `shows` when it does for every seed and the mean gap exceeds twice the seed spread (`verdict`)."
     s = summarize(results, [metric])
     (ma, sa, xa), (mb, sb, xb) = s[a][metric], s[b][metric]
-    sign = -1 if lower_is_better else 1
-    gap = sign * (ma - mb)
-    spread = float(np.sqrt((sa ** 2 + sb ** 2) / 2))
-    seeds_agree = all(sign * (x - y) > 0 for x, y in zip(xa, xb))  # paired by seed
-    shows = gap > 0 and seeds_agree and gap > 2 * spread
-    text = (f'{metric}: {a} {ma:.3f} vs {b} {mb:.3f} (gap {gap:+.3f} in favour of {a}, seed spread {spread:.3f}); '
+    v = verdict({'mean': ma, 'std': sa, 'n': len(xa), 'values': xa}, {'mean': mb, 'std': sb, 'n': len(xb), 'values': xb}, lower_is_better)
+    shows = v['verdict'] == 'shows'
+    text = (f'{metric}: {a} {ma:.3f} vs {b} {mb:.3f} (gap {v["gap"]:+.3f} in favour of {a}, seed spread {v["spread"]:.3f}); '
             + ('the claim shows' if shows else 'the claim does not show at this scale'))
-    return {'metric': metric, 'a': a, 'b': b, 'gap': gap, 'spread': spread, 'seeds_agree': seeds_agree, 'shows': shows, 'text': text}
+    return {'metric': metric, 'a': a, 'b': b, 'gap': v['gap'], 'spread': v['spread'], 'seeds_agree': v['seeds_agree'],
+            'shows': shows, 'verdict': v['verdict'], 'text': text}
+
+# %% ../nbs/13_ablations.ipynb #dcd43fe5
+def record_ablation(
+    results: Sequence[Mapping[str, Any]],  # `run_grid` output of one ablation
+    metrics: Sequence[str] | None = None,  # which measurements; default: every number in the results
+) -> dict[str, Any]:
+    "The numbers an ablation's verdicts rest on: `{'steps', 'seeds', 'variants': {variant: {metric: {mean, std, n, values}}}}`."
+    labels = {'ablation', 'variant', 'seed', 'steps'}
+    metrics = default(metrics, lambda: [k for k, v in results[0].items() if k not in labels and isinstance(v, (int, float))])
+    s = summarize(results, metrics)
+    variants = {v: {k: {'mean': m, 'std': sd, 'n': len(xs), 'values': xs} for k, (m, sd, xs) in d.items()} for v, d in s.items()}
+    return {'steps': results[0].get('steps', ABLATION_STEPS), 'seeds': sorted({r['seed'] for r in results}), 'variants': variants}
+
+# %% ../nbs/13_ablations.ipynb #701ce2da
+def check_verdicts(
+    record: Mapping[str, Any],  # one ablation's `record_ablation` (or the recorded JSON)
+    stated: Mapping[str, str],  # claim 'metric: a > b' or 'metric: a < b' -> 'shows', 'ahead' or 'not ahead'
+) -> dict[str, dict[str, Any]]:
+    "Recompute each claim's `verdict` from `record`, print it, and assert it is the verdict `stated`."
+    out, v = {}, record['variants']
+    for claim, said in stated.items():
+        if said not in ('shows', 'ahead', 'not ahead'): raise ValueError(f"{claim}: verdict {said!r}, expected 'shows', 'ahead' or 'not ahead'")
+        metric, rest = claim.split(': ', 1)
+        op = ' < ' if ' < ' in rest else ' > '
+        a, b = rest.split(op)
+        for name in (a, b):
+            if metric not in v.get(name, {}): raise KeyError(f'{claim}: no {metric!r} recorded for {name!r}; recorded: {list(v)}')
+        r = verdict(v[a][metric], v[b][metric], lower_is_better=op == ' < ')
+        print(f"{claim:62s} gap {r['gap']:+.3f}  spread {r['spread']:.3f}  {r['verdict']}")
+        assert r['verdict'] == said, (f"{claim}: the text says {said!r}, the numbers say {r['verdict']!r} (gap {r['gap']:+.3f}, "
+                                      f"seed spread {r['spread']:.3f}; {a}: {v[a][metric]}, {b}: {v[b][metric]})")
+        out[claim] = r
+    return out
 
 # %% ../nbs/13_ablations.ipynb #490db174
 def plot_patch_sizes(
