@@ -1,12 +1,16 @@
 """Our Transfusion model against the reference implementation (transfusion-pytorch 0.9.4), on CPU.
 
-Four workloads, the same for both at matching sizes (width, depth, heads, head width, feed-forward width, residual streams):
+Five workloads, the same for both at matching sizes (width, depth, heads, head width, feed-forward width, residual streams):
 
   (a) a training step (forward + backward + AdamW) on 4 samples of [text 64, image 16x16 latents of width 16, text 32,
       image 8x8 latents of width 16] at width 512, depth 8;
   (b) the same at width 128, depth 4 on 32 samples of [text 8, image 4x4];
   (c) text decoding with the key/value cache: tokens per second (one row, a 64-token prompt);
-  (d) one 16x16 latent image after a 64-token prompt, 32 Euler sampler steps.
+  (d) one 16x16 latent image after a 64-token prompt, 32 Euler sampler steps;
+  (e) the default digits model (`transfusion_nb.digits.digits_model`: width 64, depth 2, 8x8 images in 2x2 patches)
+      generating 500 images as its evaluation does (`generate_digits`: one batch, 15 midpoint steps, guidance 1.5):
+      images per second. The reference has no batched or guided sampling: its `sample`, one image at a time, without
+      guidance, at the same sizes (a 4x4 grid of 4-wide latents is the same 16 tokens of 4 numbers), timed on fewer.
 
 Each figure is printed for both, with the ratio ours/reference (below 1: ours is faster), and for ours the fraction of
 the machine's fp32 matmul throughput that the model's FLOPs reach (model FLOPs / time / measured matmul FLOP/s).
@@ -81,6 +85,7 @@ def decode_flops(cfg: dict, context: int, vocab: int) -> float:
 def make_models(cfg: dict, latent: int, shape: tuple[int, int], streams: int, vocab: int):
     "Our model and the reference at the same sizes."
     from transfusion_nb.model import Transfusion
+    import transfusion_nb.sampling  # attaches the generation methods
     from transfusion_pytorch import Transfusion as RefTransfusion
     torch.manual_seed(0)
     ours = Transfusion(num_text_tokens=vocab, dim=cfg['dim'], depth=cfg['depth'], heads=cfg['heads'], dim_head=cfg['dim_head'],
@@ -156,6 +161,12 @@ def bench_decode(ours, ref, cfg: dict, vocab: int, prompt_len: int, new_tokens: 
     row('(c) text decoding with the cache, tokens/s', tps_o, tps_r, 'tok/s', higher_is_better=True, mfu=flops / t_o / peak)
 
 
+def image_flops(cfg: dict, rows: int, n_img: int, context: int) -> float:
+    "Model FLOPs of one denoiser call: `rows` images of `n_img` tokens over `context` cached keys each."
+    return cfg['depth'] * rows * (n_img * layer_flops(cfg['dim'], cfg['heads'], cfg['dim_head'])
+                                  + 4 * n_img * (context + n_img) * cfg['heads'] * cfg['dim_head'])
+
+
 def bench_image(ours, ref, cfg: dict, vocab: int, prompt_len: int, latent: int, shape, steps: int, repeats: int, peak: float):
     "(d): one image after a text prompt, `steps` Euler steps, no guidance."
     ours.eval(); ref.eval()
@@ -175,10 +186,47 @@ def bench_image(ours, ref, cfg: dict, vocab: int, prompt_len: int, latent: int, 
         assert any(isinstance(x, tuple) for x in out)
 
     t_o, t_r = timeit_pair(run_ours, run_ref, repeats)
-    n_img = shape[0] * shape[1]
-    flops = steps * (cfg['depth'] * (n_img * layer_flops(cfg['dim'], cfg['heads'], cfg['dim_head'])
-                                     + 4 * n_img * (prompt_len + 6 + n_img) * cfg['heads'] * cfg['dim_head']))
+    flops = steps * image_flops(cfg, 1, shape[0] * shape[1], prompt_len + 6)
     row(f'(d) one {shape[0]}x{shape[1]} image, {steps} steps, seconds', t_o, t_r, 's', mfu=flops / t_o / peak)
+
+
+def bench_digits(n_images: int, n_ref: int, repeats: int, peak: float):
+    "(e): images per second of the default digits model generating `n_images` as the evaluation does; the reference on `n_ref`."
+    from transfusion_nb.digits import digits_model, DIGITS_GUIDANCE, DIGITS_MODEL
+    from transfusion_nb.evaluation import generate_digits
+    from transfusion_nb.data import digits_tokenizer, DIGIT_WORDS
+    from transfusion_pytorch import Transfusion as RefTransfusion
+    tok = digits_tokenizer()
+    ours = digits_model(seed=0).eval()        # untrained weights: the time does not depend on them
+    cfg = {k: DIGITS_MODEL[k] for k in ('dim', 'depth', 'heads', 'dim_head')}
+    p = DIGITS_MODEL['patch_size']
+    shape = (8 // p, 8 // p)
+    torch.manual_seed(0)
+    ref = RefTransfusion(num_text_tokens=tok.vocab_size, dim_latent=p * p, channel_first_latent=True, modality_default_shape=shape,
+                         modality_num_dim=2, add_pos_emb=True,
+                         transformer=dict(dim=cfg['dim'], depth=cfg['depth'], heads=cfg['heads'], dim_head=cfg['dim_head'],
+                                          ff_expansion_factor=4)).eval()
+    steps = ours.diffusion.steps                                   # 15 midpoint steps: 30 denoiser calls
+    words = [tok.encode(w) for w in DIGIT_WORDS]
+    meta = torch.cat([torch.tensor([ref.meta_id]), ref.char_tokenizer(','.join(map(str, shape))), torch.tensor([ref.som_ids[0]])])
+
+    def run_ours():
+        out = generate_digits(ours, tok, n_images // 10, guidance_scale=DIGITS_GUIDANCE)
+        assert sum(len(v) for v in out.values()) == n_images
+
+    @torch.no_grad()
+    def run_ref():   # one image per call: the reference samples one sequence at a time
+        for k in range(n_ref):
+            out = ref.sample([torch.cat([words[k % 10], meta])], max_length=0, cache_kv=True, fixed_modality_shape=shape,
+                             modality_steps=steps + 1)
+            assert any(isinstance(x, tuple) for x in out)
+
+    t_o, t_r = timeit_pair(run_ours, run_ref, repeats)
+    ips_o, ips_r = n_images / t_o, n_ref / t_r
+    n_img, context = shape[0] * shape[1], max(len(w) for w in words) + 1   # the prompt (one word) and BOI
+    flops = 2 * steps * image_flops(cfg, 2 * n_images, n_img, context)   # midpoint: 2 calls a step; guided: 2 rows an image
+    row(f'(e) digits model, {n_images} images (ours guided), images/s', ips_o, ips_r, 'img/s', higher_is_better=True,
+        mfu=flops / t_o / peak)
 
 
 def main(argv=None):
@@ -186,7 +234,7 @@ def main(argv=None):
     ap.add_argument('--threads', type=int, default=2, help='torch threads (fixed for both)')
     ap.add_argument('--streams', type=int, default=1, help='residual streams for both (1: plain residual, 4: hyper-connections)')
     ap.add_argument('--quick', action='store_true', help='(a) at width 256, depth 4; fewer repeats')
-    ap.add_argument('--only', default='abcd', help='which workloads to run, e.g. "bd"')
+    ap.add_argument('--only', default='abcde', help='which workloads to run, e.g. "bd"')
     ap.add_argument('--repeats', type=int, default=None, help='timed runs per figure (median); default 3, quick 2')
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -214,6 +262,7 @@ def main(argv=None):
         bench_train('b', small, sample_b, 32, latent, (4, 4), args.streams, vocab, repeats, peak)
     if 'c' in args.only: bench_decode(ours, ref, big, vocab, 64, 32 if args.quick else 64, repeats, peak)
     if 'd' in args.only: bench_image(ours, ref, big, vocab, 64, latent, (16, 16), 32, max(1, repeats - 1), peak)
+    if 'e' in args.only: bench_digits(500, 10 if args.quick else 20, repeats, peak)
     return 0
 
 

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from fastcore.basics import patch_to
 from torch import Tensor
 
+from .diffusion import cfg_combine
 from .masks import rotary_positions
 from .transformer import KVCache
 from .sequence import resolve_shape
@@ -20,7 +21,7 @@ from .model import Transfusion
 from .utils import default, exists
 
 # %% auto #0
-__all__ = ['MAX_SHAPE_CHARS', 'filter_logits', 'sample_next', 'DecodeState', 'Phase', 'allowed_tokens', 'RowState']
+__all__ = ['MAX_SHAPE_CHARS', 'filter_logits', 'sample_next', 'DecodeState', 'ImageBlock', 'Phase', 'allowed_tokens', 'RowState']
 
 # %% ../nbs/08_sampling.ipynb #a37f62ea
 # einops letters (see transfusion_nb.utils.EINOPS_GLOSSARY):
@@ -122,14 +123,104 @@ def append_tokens(self:Transfusion, state:DecodeState,
     return self.to_logits(h[:, -1])
 
 # %% ../nbs/08_sampling.ipynb #bdad06cc
+@dataclass
+class ImageBlock:
+    "What stays fixed while one image block is denoised: the rows of the forward, the keys and values they see, mask, positions."
+    typ:int # modality type
+    grid:tuple[int, int] # (y, x): patches per column and per row
+    g:int # images being made (rows of x_t)
+    cache:KVCache # (l, G, h, capacity, e): each forward row's prefix; a step writes past `length` without advancing it
+    mask:Tensor # bool (G, n_img, length + n_img): a patch token sees its row's prefix and the whole image
+    pos:Tensor # (G, n_img) long: rotary positions, one per image
+    is_image:Tensor # bool (G, n_img): every token takes the time conditioning
+    pos_emb:Tensor|None=None # (n_img, d): axial position embedding of the grid
+    guidance_scale:float|None=None # None: G = g rows of one branch; w: g conditional rows, then g unconditional ones
+    shared:bool=False # `cache` is the decoding state's own (every row, conditional): the clean image goes in in place
+
+    @property
+    def rows(self) -> int: return self.mask.shape[0]
+
+# %% ../nbs/08_sampling.ipynb #a3c8a84b
 @patch_to(Transfusion)
-def _image_call(self:Transfusion, typ, grid, x_t, tau, cache, mask, pos):
-    "Patch tokens of `x_t` at `tau` through the transformer over `cache` (which is written past its length but not advanced)."
-    tokens = self.image_tokens(typ, x_t, tau)
-    cond = self.cond_vectors(tau)
-    kw = dict(cond=cond, is_image=torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)) if exists(cond) else {}
-    h, _ = self.transformer(tokens, mask=mask, pos=pos, cache=cache, **kw)
-    return self.image_prediction(typ, h, grid, tau)
+def _rows_cache(self:Transfusion, state:DecodeState, rows_t:Tensor, # (g,) long
+                room:int, # free slots the copy needs past the prefix
+               ) -> tuple[KVCache, bool]: # the cache and whether it is the state's own
+    "The cached prefix of `rows_t`: the state's cache itself when they are every row in order, else a copy of their used slots."
+    g, L = len(rows_t), state.length
+    if g == state.batch and bool((rows_t == torch.arange(g, device=rows_t.device)).all()): return state.cache, True
+    cache = self.transformer.empty_cache(g, L + room, rows_t.device, state.cache.keys.dtype)
+    cache.keys[:, :, :, :L] = state.cache.keys[:, rows_t, :, :L]          # only the used slots, not the whole capacity
+    cache.values[:, :, :, :L] = state.cache.values[:, rows_t, :, :L]
+    return cache.advance(L), False
+
+# %% ../nbs/08_sampling.ipynb #d5f1a322
+@patch_to(Transfusion)
+def _opener_cache(self:Transfusion, state:DecodeState, rows_t:Tensor, opener:Sequence[int], room:int) -> KVCache:
+    "Keys and values of the block opener alone (the unconditional prefix), at the rotary positions it has in `rows_t`."
+    g, k = len(rows_t), len(opener)
+    cache = self.transformer.empty_cache(g, k + room, self.device, state.cache.keys.dtype)
+    ids = torch.as_tensor(list(opener), device=self.device).expand(g, k)
+    pos = state.pos[rows_t, None] - k + torch.arange(k, device=self.device)
+    _, cache = self.transformer(self.token_emb(ids), pos=pos, cache=cache)   # causal, as in training
+    return cache
+
+# %% ../nbs/08_sampling.ipynb #b3e4fb1e
+@patch_to(Transfusion)
+@torch.no_grad()
+def prepare_block(self:Transfusion, state:DecodeState,
+                  rows:Sequence[int], # the rows that generate this image
+                  typ:int, # modality type
+                  shape:tuple[int, int], # (h, w)
+                  opener:Sequence[int]|None=None, # the block's opening ids (META, shape, BOI); needed for unconditional rows
+                  branch:str='cond', # 'cond': with the prefix; 'uncond': the opener alone; 'guided': both, in one batch
+                  guidance_scale:float=1., # w of the 'guided' combination
+                 ) -> ImageBlock:
+    "Everything the sampler steps of one image block share, computed once: prefix keys and values, mask, positions, position embedding."
+    if branch not in ('cond', 'uncond', 'guided'): raise ValueError(f"prepare_block: branch must be 'cond', 'uncond' or 'guided', got {branch!r}")
+    if branch != 'cond' and opener is None: raise ValueError('prepare_block: the unconditional branch needs the block opener ids')
+    dev, p = self.device, self.patch_size
+    grid = (shape[0] // p, shape[1] // p)
+    n, rows_t = grid[0] * grid[1], torch.as_tensor(list(rows), device=dev)
+    g, L = len(rows_t), state.length
+    state.reserve(n + 1)                                               # room for the clean image and EOI afterwards
+    pos = state.pos[rows_t, None].expand(g, n)                          # one rotary position for the whole image
+    seen = state.valid[rows_t, :L]                                      # (g, L) the prefix each row sees
+    if branch == 'cond': cache, shared = self._rows_cache(state, rows_t, n + 1)
+    else:
+        k, shared = len(opener), False
+        alone = self._opener_cache(state, rows_t, opener, n + 1)
+        if branch == 'uncond': cache, seen = alone, torch.ones(g, k, dtype=torch.bool, device=dev)
+        else:                                                          # rows g..2g-1: the opener in the last k prefix slots
+            cond, _ = self._rows_cache(state, rows_t, n + 1)
+            cache = self.transformer.empty_cache(2 * g, L + n + 1, dev, state.cache.keys.dtype)
+            for both, c, a in ((cache.keys, cond.keys, alone.keys), (cache.values, cond.values, alone.values)):
+                both[:, :g, :, :L], both[:, g:, :, L - k:L] = c[:, :, :, :L], a[:, :, :, :k]
+            cache, pos = cache.advance(L), pos.repeat(2, 1)
+            seen = torch.cat([seen, (torch.arange(L, device=dev) >= L - k).expand(g, L)])
+    G = seen.shape[0]
+    mask = torch.cat([seen[:, None, :].expand(G, n, -1), torch.ones(G, n, n, dtype=torch.bool, device=dev)], dim=-1)
+    pos_emb = self.pos_embs[typ](grid, flatten=True) if exists(self.pos_embs) else None
+    return ImageBlock(typ, grid, g, cache, mask, pos, torch.ones(G, n, dtype=torch.bool, device=dev), pos_emb,
+                      guidance_scale if branch == 'guided' else None, shared)
+
+# %% ../nbs/08_sampling.ipynb #ef5a6160
+@patch_to(Transfusion)
+def denoise_block(self:Transfusion, block:ImageBlock,
+                  x_t:Tensor, # (g, c, h, w) the noisy images
+                  tau:Tensor, # (g,) network times
+                 ) -> Tensor: # (g, c, h, w) the prediction (guided: f_u + w (f_c - f_u))
+    "One sampler call: the patch tokens of `x_t` at `tau` through the transformer over the block's prefix, in one forward."
+    tokens = self.encoders[block.typ](x_t, tau)                          # what depends on x_t ...
+    if exists(block.pos_emb): tokens = tokens + block.pos_emb.to(tokens.dtype)
+    cond = self.cond_vectors(tau)                                        # ... and on tau
+    guided = exists(block.guidance_scale)
+    if guided:                                                           # the same images, conditional rows then unconditional
+        tokens, tau = tokens.repeat(2, 1, 1), tau.repeat(2)
+        if exists(cond): cond = cond.repeat(2, 1)
+    kw = dict(cond=cond, is_image=block.is_image) if exists(cond) else {}
+    h, _ = self.transformer(tokens, mask=block.mask, pos=block.pos, cache=block.cache, **kw)
+    pred = self.image_prediction(block.typ, h, block.grid, tau)
+    return cfg_combine(pred[:block.g], pred[block.g:], block.guidance_scale) if guided else pred
 
 # %% ../nbs/08_sampling.ipynb #d88e63cd
 @patch_to(Transfusion)
@@ -139,59 +230,43 @@ def block_denoiser(self:Transfusion, state:DecodeState,
                    typ:int, # modality type
                    shape:tuple[int, int], # (h, w)
                    opener:Sequence[int]|None=None, # the block's opening ids (META, shape, BOI); needed for unconditional
-                   unconditional:bool=False, # predict without the prefix (for guidance)
+                   unconditional:bool=False, # predict without the prefix (the unconditional branch alone)
+                   guidance_scale:float=1., # w != 1: the guided prediction, both branches in one forward
                   ):
     "`denoise(x_t (g, c, h, w), tau (g,)) -> prediction`: the model on an image of `rows` after their cached prefix."
-    p = self.patch_size
-    grid = (shape[0] // p, shape[1] // p)
-    n_img = grid[0] * grid[1]
-    rows_t = torch.as_tensor(list(rows), device=self.device)
-    g = len(rows_t)
-    pos = state.pos[rows_t, None].expand(g, n_img)                 # one rotary position for the whole image
-    if not unconditional:
-        L = state.length
-        state.reserve(n_img + 1)
-        if g == state.batch and bool((rows_t == torch.arange(g, device=self.device)).all()): cache = state.cache
-        else: cache = KVCache(state.cache.keys[:, rows_t], state.cache.values[:, rows_t], L)   # these rows only
-        mask = torch.cat([state.valid[rows_t, None, :L].expand(g, n_img, L),
-                          torch.ones(g, n_img, n_img, dtype=torch.bool, device=self.device)], dim=-1)
-    else:
-        if opener is None: raise ValueError('block_denoiser: the unconditional branch needs the block opener ids')
-        k = len(opener)
-        cache = self.transformer.empty_cache(g, k + n_img + 1, self.device, state.cache.keys.dtype)
-        ids = torch.as_tensor(list(opener), device=self.device).expand(g, k)
-        _, cache = self.transformer(self.token_emb(ids), pos=state.pos[rows_t, None] - k + torch.arange(k, device=self.device),
-                                    cache=cache)
-        mask = torch.ones(g, n_img, k + n_img, dtype=torch.bool, device=self.device)
-    def denoise(x_t:Tensor, tau:Tensor) -> Tensor: return self._image_call(typ, grid, x_t, tau, cache, mask, pos)
-    denoise.cache = cache
+    if unconditional and guidance_scale != 1: raise ValueError('block_denoiser: unconditional=True is one branch; guidance needs both')
+    branch = 'uncond' if unconditional else 'guided' if guidance_scale != 1 else 'cond'
+    block = self.prepare_block(state, rows, typ, shape, opener, branch, guidance_scale)
+    def denoise(x_t:Tensor, tau:Tensor) -> Tensor: return self.denoise_block(block, x_t, tau)
+    denoise.block = block
     return denoise
 
 # %% ../nbs/08_sampling.ipynb #e3a381bf
 @patch_to(Transfusion)
 def _keep_image(self:Transfusion, state:DecodeState, rows:list[int], typ:int,
                 images:Tensor, # (g, c, h, w) the finished images of `rows`
-                cache, # the denoiser's cache: the shared one (every row) or a copy of `rows`
+                block:ImageBlock, # the block they were made in
                ) -> Tensor: # (g, v) logits after EOI
     "Write the clean images and EOI into the cache (in place): the context the following text sees."
     g, L = len(rows), state.length
-    n_img = (images.shape[-2] // self.patch_size) * (images.shape[-1] // self.patch_size)
+    n_img = block.grid[0] * block.grid[1]
     rows_t = torch.as_tensor(rows, device=self.device)
+    cache = state.cache if block.shared else KVCache(block.cache.keys[:, :g], block.cache.values[:, :g], L)   # conditional rows
     ones = torch.ones(g, device=self.device)
     x = torch.cat([self.image_tokens(typ, images, ones), self.token_emb(torch.full((g, 1), self.vocab.eoi(typ), device=self.device))], 1)
-    block = torch.ones(n_img + 1, n_img + 1, dtype=torch.bool, device=self.device)
-    block[:n_img, n_img] = False                                      # image tokens do not see EOI
-    mask = torch.cat([state.valid[rows_t, None, :L].expand(g, n_img + 1, L), block.expand(g, -1, -1)], dim=-1)
+    block_mask = torch.ones(n_img + 1, n_img + 1, dtype=torch.bool, device=self.device)
+    block_mask[:n_img, n_img] = False                                  # image tokens do not see EOI
+    mask = torch.cat([state.valid[rows_t, None, :L].expand(g, n_img + 1, L), block_mask.expand(g, -1, -1)], dim=-1)
     pos = torch.cat([state.pos[rows_t, None].expand(g, n_img), state.pos[rows_t, None] + 1], dim=1)
     cond = self.cond_vectors(ones)
     kw = dict(cond=cond, is_image=F.pad(torch.ones(g, n_img, dtype=torch.bool, device=self.device), (0, 1), value=False)) if exists(cond) else {}
     h, cache = self.transformer(x, mask=mask, pos=pos, cache=cache, **kw)
-    if cache.keys is state.cache.keys: state.cache = cache           # every row: the shared cache itself
-    else:                                                           # some rows: copy their new slots back
+    if block.shared: state.cache = cache                               # every row: the shared cache itself
+    else:                                                              # copy the rows' new slots back
         state.cache.keys[:, rows_t, :, L:L + n_img + 1] = cache.keys[:, :, :, L:L + n_img + 1]
         state.cache.values[:, rows_t, :, L:L + n_img + 1] = cache.values[:, :, :, L:L + n_img + 1]
         state.cache = state.cache.advance(n_img + 1)
-        state.dense = False
+        if g < state.batch: state.dense = False                        # the other rows have slots they must not see
     state.valid[:, L:L + n_img + 1] = False
     state.valid[rows_t, L:L + n_img + 1] = True
     state.pos = state.pos.index_add(0, rows_t, torch.full_like(rows_t, 2))   # the image's one position, then EOI's
@@ -215,14 +290,13 @@ def image_block(self:Transfusion, state:DecodeState,
     "Generate one image per row by diffusion over the cached prefix; append it and EOI to the cache; `(images, logits)`."
     rows = list(rows)
     g, c = len(rows), self.channels[typ]
-    denoise = self.block_denoiser(state, rows, typ, shape)
-    uncond = self.block_denoiser(state, rows, typ, shape, opener, unconditional=True) if guidance_scale != 1 else None
     if noise is None: noise = torch.randn(g, c, *shape, generator=generator).to(self.device)
     if tuple(noise.shape) != (g, c, *shape): raise ValueError(f'noise must be {(g, c, *shape)}, got {tuple(noise.shape)}')
+    denoise = self.block_denoiser(state, rows, typ, shape, opener, guidance_scale=guidance_scale)   # one forward per call
     out = self.diffusion.sample(denoise, noise=noise, steps=steps, method=method, generator=generator,
-                                uncond_fn=uncond, guidance_scale=guidance_scale, return_trajectory=return_trajectory)
+                                return_trajectory=return_trajectory)
     images, trajectory = out if return_trajectory else (out, None)
-    logits = self._keep_image(state, rows, typ, images, denoise.cache)
+    logits = self._keep_image(state, rows, typ, images, denoise.block)
     return (images, logits, trajectory) if return_trajectory else (images, logits)
 
 # %% ../nbs/08_sampling.ipynb #101e8f2c
