@@ -254,9 +254,11 @@ def empty(cls,
 @patch_to(KVCache)
 def __len__(self) -> int: return self.length
 
+# %% ../nbs/05_transformer.ipynb #6a265a88
 @patch_to(KVCache, as_prop=True)
 def capacity(self) -> int: return self.keys.shape[-2]
 
+# %% ../nbs/05_transformer.ipynb #bcefa93e
 @patch_to(KVCache, as_prop=True)
 def batch(self) -> int: return self.keys.shape[1]
 
