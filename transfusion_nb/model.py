@@ -4,6 +4,7 @@
 
 # %% ../nbs/07_transfusion.ipynb #95576dd3
 from __future__ import annotations
+import math, numbers
 from typing import Any, Literal, NamedTuple, Sequence
 
 import torch
@@ -13,9 +14,9 @@ from fastcore.basics import patch_to
 from torch import nn, Tensor
 
 from .axial_pos_emb import ContinuousAxialPositionalEmbedding
-from .diffusion import DDPM, FlowMatching
+from .diffusion import DDPM, FlowMatching, check_network_time
 from .masks import dense_attn_mask, rotary_positions, transfusion_block_mask
-from .sequence import Packed, Vocab, check_samples, pack
+from .sequence import Packed, Vocab, _check_int, check_samples, pack
 from .transformer import TimeEmbedding, Transformer
 from .utils import default, divisible_by, exists, new_fig
 
@@ -175,20 +176,58 @@ class Prediction(NamedTuple):
     images:list[list[Tensor]] # per sample, per image: the prediction of the diffusion target, (c, h, w)
     packed:Packed # the packed batch
 
+# %% ../nbs/07_transfusion.ipynb #f7b2678f
+_CHOICES = dict(patch_codec=('linear', 'unet'), diffusion=('flow', 'ddpm'), time_cond=('adaptive', 'add'),
+                ada_gate=('zero', 'sigmoid'), attn_impl=('auto', 'dense', 'flex'))   # the option strings the constructor knows
+
+def _check_real(name:str, v, ok, want:str):
+    "Raise unless `v` is a finite real number (not a bool) for which `ok(v)` holds; `want` says what is expected."
+    if isinstance(v, bool) or not isinstance(v, numbers.Real): raise TypeError(f'Transfusion: {name} must be {want}, got {v!r}')
+    if not (math.isfinite(v) and ok(v)): raise ValueError(f'Transfusion: {name} must be {want}, got {v!r}')
+
+
+# %% ../nbs/07_transfusion.ipynb #33ba4cbf
+def _check_args(a:dict) -> None:
+    "The constructor's arguments `a` other than channels and image sizes: a sentence naming the first bad one."
+    for k in ('num_text_tokens', 'dim', 'depth', 'heads', 'dim_head', 'num_residual_streams', 'patch_size', 'unet_hidden'):
+        _check_int('Transfusion', k, a[k])
+    if a['dim_head'] % 2: raise ValueError(f"Transfusion: dim_head must be even (rotary channels turn in pairs), got {a['dim_head']!r}")
+    if a['max_image_size'] is not None: _check_int('Transfusion', 'max_image_size', a['max_image_size'])
+    for k, opts in _CHOICES.items():
+        if not isinstance(a[k], str) or a[k] not in opts:
+            raise ValueError(f"Transfusion: {k} must be {', '.join(map(repr, opts[:-1]))} or {opts[-1]!r}, got {a[k]!r}")
+    for k in ('meta_tokens', 'axial_pos_emb'):
+        if not isinstance(a[k], bool): raise TypeError(f'Transfusion: {k} must be True or False, got {a[k]!r}')
+    _check_real('ff_mult', a['ff_mult'], lambda v: int(a['dim'] * v * 2 / 3) >= 1, f"a number with int(dim * ff_mult * 2/3) >= 1 (dim={a['dim']})")
+    _check_real('cond_drop_prob', a['cond_drop_prob'], lambda v: 0 <= v <= 1, 'a probability in [0, 1]')
+    if a['diffusion_loss_weight'] is not None: _check_real('diffusion_loss_weight', a['diffusion_loss_weight'], lambda v: v >= 0, 'None or a number >= 0')
+    if a['max_noise_captioning'] is not None: _check_real('max_noise_captioning', a['max_noise_captioning'], lambda v: 0 < v <= 1, 'None or a number in (0, 1]')
+    if a['patch_codec'] == 'unet' and a['unet_hidden'] > 8 and a['unet_hidden'] % 8:
+        raise ValueError(f"Transfusion: unet_hidden must be <= 8 or a multiple of 8 (the U-Net's group norm has 8 groups), got {a['unet_hidden']!r}")
+    kw = a['diffusion_kwargs']
+    if kw is not None and (not isinstance(kw, dict) or 'cond_drop_prob' in kw):
+        raise ValueError(f'Transfusion: diffusion_kwargs must be None or a dict of FlowMatching/DDPM options other than cond_drop_prob '
+                         f'(the constructor sets it), got {kw!r}')
+
+
 # %% ../nbs/07_transfusion.ipynb #2bf7585a
 def _check_config(channels, image_size, patch_size:int, diffusion:str, attn_impl:str) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]]:
     "`(channels, image_sizes)`, one per modality type, from the constructor's arguments; a sentence for bad ones."
-    chans = tuple(int(c) for c in (channels if isinstance(channels, (tuple, list)) else (channels,)))
-    if not chans or any(c < 1 for c in chans): raise ValueError(f'channels must be positive ints, got {channels!r}')
-    if len(image_size) == 2 and all(isinstance(s, int) for s in image_size): sizes = (tuple(image_size),) * len(chans)
-    else: sizes = tuple(tuple(s) for s in image_size)
+    is_int = lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool)
+    chans = channels if isinstance(channels, (tuple, list)) else (channels,)
+    if not chans or not all(is_int(c) and c >= 1 for c in chans): raise ValueError(f'Transfusion: channels must be positive ints, got {channels!r}')
+    chans = tuple(int(c) for c in chans)
+    if not isinstance(image_size, (tuple, list)): raise TypeError(f'Transfusion: image_size must be one (h, w) or one per modality type, got {image_size!r}')
+    if len(image_size) == 2 and all(is_int(s) for s in image_size): sizes = (tuple(image_size),) * len(chans)
+    else: sizes = tuple(tuple(s) if isinstance(s, (tuple, list)) else (s,) for s in image_size)
     if len(sizes) != len(chans) or any(len(s) != 2 for s in sizes):
-        raise ValueError(f'image_size must be one (h, w) or one per modality type ({len(chans)}), got {image_size!r}')
+        raise ValueError(f'Transfusion: image_size must be one (h, w) or one per modality type ({len(chans)}), got {image_size!r}')
     for hw in sizes:
-        if not all(divisible_by(s, patch_size) for s in hw): raise ValueError(f'image_size {hw} is not a multiple of patch_size={patch_size}')
-    if diffusion not in ('flow', 'ddpm'): raise ValueError(f"diffusion must be 'flow' or 'ddpm', got {diffusion!r}")
-    if attn_impl not in ('auto', 'dense', 'flex'): raise ValueError(f"attn_impl must be 'auto', 'dense' or 'flex', got {attn_impl!r}")
-    return chans, sizes
+        if not all(is_int(s) and s >= 1 for s in hw): raise ValueError(f'Transfusion: image_size {hw} must be positive ints')
+        if not all(divisible_by(s, patch_size) for s in hw): raise ValueError(f'Transfusion: image_size {hw} is not a multiple of patch_size={patch_size}')
+    if diffusion not in ('flow', 'ddpm'): raise ValueError(f"Transfusion: diffusion must be 'flow' or 'ddpm', got {diffusion!r}")
+    if attn_impl not in ('auto', 'dense', 'flex'): raise ValueError(f"Transfusion: attn_impl must be 'auto', 'dense' or 'flex', got {attn_impl!r}")
+    return tuple(int(c) for c in chans), tuple((int(h), int(w)) for h, w in sizes)
 
 # %% ../nbs/07_transfusion.ipynb #8053f447
 class Transfusion(nn.Module):
@@ -220,6 +259,7 @@ class Transfusion(nn.Module):
                 ):
         super().__init__()
         self.config = {k: (tuple(v) if isinstance(v, list) else v) for k, v in locals().items() if k not in ('self', '__class__')}
+        _check_args(self.config)
         self.channels, self.image_sizes = _check_config(channels, image_size, patch_size, diffusion, attn_impl)
         self.num_types, self.vocab = len(self.channels), Vocab(num_text_tokens, len(self.channels))
         self.dim, self.patch_size, self.meta_tokens, self.max_image_size = dim, patch_size, meta_tokens, max_image_size
@@ -240,6 +280,9 @@ class Transfusion(nn.Module):
 @patch_to(Transfusion, cls_method=True)
 def from_config(cls, config:dict) -> Transfusion:
     "A new model built from `model.config` (e.g. read back from a checkpoint)."
+    if not isinstance(config, dict): raise TypeError(f'Transfusion.from_config: config must be a dict, got {type(config).__name__}')
+    unknown = sorted(set(config) - set(cls.__init__.__kwdefaults__))
+    if unknown: raise ValueError(f'Transfusion.from_config: unknown option(s) {unknown}; known: {sorted(cls.__init__.__kwdefaults__)}')
     return cls(**config)
 
 # %% ../nbs/07_transfusion.ipynb #7646df37
@@ -248,17 +291,35 @@ def device(self) -> torch.device:
     "Where the model's parameters live."
     return self.token_emb.weight.device
 
+# %% ../nbs/07_transfusion.ipynb #3ee19e64
+def _cast_image(image:Tensor, dtype:torch.dtype, where:str) -> Tensor:
+    "`image` in `dtype` (the model's); a sentence when a value does not fit it (it would become inf)."
+    if image.dtype == dtype: return image
+    out = image.to(dtype)
+    if not bool(torch.isfinite(out).all()):
+        raise ValueError(f'{where}: the {image.dtype} image has values up to {image.abs().max().item():.4g}, beyond the range of the model dtype {dtype}')
+    return out
+
 # %% ../nbs/07_transfusion.ipynb #a4155c9f
 @patch_to(Transfusion)
 def pack(self, samples:list) -> Packed:
-    "Check and pack a batch for this model (`check_samples`, then `pack` with the model's vocabulary and patch size)."
-    return pack(check_samples(samples, self.vocab.num_text, self.channels, self.patch_size), self.vocab,
-                self.patch_size, self.meta_tokens, self.device)
+    "Check and pack a batch for this model: `check_samples`, images cast to the model's dtype, `pack` with its vocabulary and patch size."
+    dtype = self.token_emb.weight.dtype
+    items = [[(k, t if k < 0 else _cast_image(t, dtype, f'sample {i}, item {j}')) for j, (k, t) in enumerate(s)]
+             for i, s in enumerate(check_samples(samples, self.vocab.num_text, self.channels, self.patch_size))]
+    return pack(items, self.vocab, self.patch_size, self.meta_tokens, self.device)
+
+# %% ../nbs/07_transfusion.ipynb #31b6e0e3
+def _check_type(model, typ, where:str) -> None:
+    "Raise unless `typ` is one of the model's modality types."
+    if isinstance(typ, bool) or not isinstance(typ, numbers.Integral) or not 0 <= typ < model.num_types:
+        raise ValueError(f'Transfusion.{where}: typ must be a modality type in [0, {model.num_types}), got {typ!r}')
 
 # %% ../nbs/07_transfusion.ipynb #24a822b3
 @patch_to(Transfusion)
 def image_tokens(self, typ:int, images:Tensor, tau:Tensor) -> Tensor:
     "Tokens `(g, y*x, d)` of images `(g, c, h, w)` of one type at network times `tau` `(g,)`: encoder + axial position."
+    _check_type(self, typ, 'image_tokens')
     tokens = self.encoders[typ](images, tau)
     if exists(self.pos_embs):
         y, x = images.shape[-2] // self.patch_size, images.shape[-1] // self.patch_size
@@ -269,6 +330,7 @@ def image_tokens(self, typ:int, images:Tensor, tau:Tensor) -> Tensor:
 @patch_to(Transfusion)
 def image_prediction(self, typ:int, hidden:Tensor, grid:tuple[int, int], tau:Tensor) -> Tensor:
     "The decoder: transformer outputs `(g, y*x, d)` of one type's patches to the predicted target `(g, c, h, w)`."
+    _check_type(self, typ, 'image_prediction')
     return self.decoders[typ](hidden, grid, tau)
 
 # %% ../nbs/07_transfusion.ipynb #1ef0b35b
@@ -346,7 +408,9 @@ def noised(self, packed:Packed,
     (b, m), dev = packed.modality_positions.shape[:2], packed.ids.device
     noise = [torch.randn(s.image.shape, generator=generator, dtype=s.image.dtype).to(dev) for s in packed.slots]
     if times is None: times = self.image_times(packed, generator)
+    if not isinstance(times, Tensor): raise TypeError(f'Transfusion: times must be a tensor (batch, images), got {type(times).__name__}')
     if tuple(times.shape) != (b, m): raise ValueError(f'times must be (batch, images) = {(b, m)}, one per image, got {tuple(times.shape)}')
+    self.diffusion.check_times(times)
     x_t, targets = [], []
     for g in packed.groups:
         x0 = torch.stack([packed.slots[k].image for k in g.members]).to(dev)
@@ -392,6 +456,11 @@ def forward(self,
     "The Transfusion loss on a batch: text cross-entropy + lambda x diffusion loss, with per-sample parts."
     packed = self.pack(samples)
     b, dev = packed.ids.shape[0], packed.ids.device
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f'Transfusion: generator must be a torch.Generator or None, got {type(generator).__name__}')
+    if drop_cond is not None and not (isinstance(drop_cond, Tensor) and drop_cond.dtype == torch.bool and tuple(drop_cond.shape) == (b,)):
+        got = f'{tuple(drop_cond.shape)} {drop_cond.dtype}' if isinstance(drop_cond, Tensor) else type(drop_cond).__name__
+        raise ValueError(f'Transfusion: drop_cond must be a bool tensor ({b},), one per sample, got {got}')
     if packed.slots:
         times, x_t, targets = self.noised(packed, times, generator)     # noise first, then times, then dropout
         if drop_cond is None:
@@ -414,7 +483,11 @@ def predict(self,
     "Next-token logits at every position and the image predictions, with no noise added (the full-recompute oracle)."
     packed = self.pack(samples)
     b, n = packed.ids.shape
-    tau = default(network_times, lambda: torch.ones(b, packed.modality_positions.shape[1], device=self.device))
+    m = packed.modality_positions.shape[1]
+    if network_times is not None and (not isinstance(network_times, Tensor) or tuple(network_times.shape) != (b, m)):
+        got = tuple(network_times.shape) if isinstance(network_times, Tensor) else type(network_times).__name__
+        raise ValueError(f'Transfusion.predict: network_times must be a tensor (batch, images) = {(b, m)}, got {got}')
+    tau = check_network_time(default(network_times, lambda: torch.ones(b, m, device=self.device)), 'Transfusion.predict: network_times')
     group_images = [torch.stack([packed.slots[k].image for k in g.members]).to(self.device) for g in packed.groups]
     h = self.hidden(packed, group_images, tau)
     images = [[None] * int((packed.modality_positions[i, :, 2] > 0).sum()) for i in range(b)]

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_sequence.ipynb #ec5d7541
 from __future__ import annotations
-import re
+import numbers, re
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Sequence
 
@@ -96,12 +96,21 @@ def resolve_shape(vocab:Vocab, # the model's vocabulary
           and (max_size is None or max(shape) <= max_size))
     return (tuple(shape), True) if ok else (tuple(default_shape), False)
 
+# %% ../nbs/06_sequence.ipynb #8a88df41
+def _check_int(owner:str, name:str, v:Any, lo:int=1) -> int:
+    "`v` as an int >= `lo` (bools, floats and other types refused), or a sentence naming `owner` and `name`."
+    want = 'a positive int' if lo == 1 else f'an int >= {lo}'
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral): raise TypeError(f'{owner}: {name} must be {want}, got {v!r}')
+    if v < lo: raise ValueError(f'{owner}: {name} must be {want}, got {v!r}')
+    return int(v)
+
+
 # %% ../nbs/06_sequence.ipynb #48cdd965
 def _check_item(item:Any, where:str, num_text:int, channels:Sequence[int], patch_size:int) -> tuple[int, Tensor]:
     "One item as `(kind, tensor)`: kind -1 for text, else the image's modality type; a sentence for anything else."
     typ = 0
     if isinstance(item, tuple):
-        if len(item) != 2 or not isinstance(item[0], int) or not isinstance(item[1], Tensor):
+        if len(item) != 2 or not isinstance(item[0], int) or isinstance(item[0], bool) or not isinstance(item[1], Tensor):
             raise TypeError(f'{where}: a typed image is (modality_type: int, image: Tensor), got {item!r:.80}')
         typ, item = item
         if not 0 <= typ < len(channels):
@@ -121,6 +130,8 @@ def _check_item(item:Any, where:str, num_text:int, channels:Sequence[int], patch
     if item.ndim != 3: raise ValueError(f'{where}: an image must be (c, h, w) = ({c}, h, w), got shape {tuple(item.shape)}')
     if item.shape[0] != c:
         raise ValueError(f'{where}: an image of modality type {typ} must have {c} channel(s), got shape {tuple(item.shape)}')
+    if item.shape[1] < 1 or item.shape[2] < 1:
+        raise ValueError(f'{where}: an image must have positive height and width, got shape {tuple(item.shape)}')
     if not (divisible_by(item.shape[1], patch_size) and divisible_by(item.shape[2], patch_size)):
         raise ValueError(f'{where}: image height and width must be multiples of patch_size={patch_size}, got shape {tuple(item.shape)}')
     if not bool(torch.isfinite(item).all()): raise ValueError(f'{where}: the image contains NaN or inf')
@@ -133,6 +144,10 @@ def check_samples(samples:Any, # a batch: a list of samples, each a list of text
                   patch_size:int=1, # image sides must be multiples of it
                  ) -> list[list[tuple[int, Tensor]]]:
     "Validate a batch and return it as `(kind, tensor)` items: kind -1 for text, else the modality type of the image."
+    _check_int('check_samples', 'num_text', num_text); _check_int('check_samples', 'patch_size', patch_size)
+    if isinstance(channels, (str, bytes)) or not isinstance(channels, Sequence) or not channels:
+        raise TypeError(f'check_samples: channels must be a non-empty sequence of positive ints (one per modality type), got {channels!r}')
+    for c in channels: _check_int('check_samples', 'channels', c)
     if not isinstance(samples, (list, tuple)):
         raise TypeError(f'a batch is a list of samples (each a list of tensors), got {type(samples).__name__}')
     if len(samples) == 0: raise ValueError('the batch is empty: expected at least one sample')
