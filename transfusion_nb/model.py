@@ -30,14 +30,29 @@ __all__ = ['patchify', 'unpatchify', 'LinearPatchEncoder', 'LinearPatchDecoder',
 #   c image channels, y/x image height/width in patches, p1/p2 the two axes inside one patch,
 #   m images in one sample, g images of one (type, shape) group (local to this module)
 
+# %% ../nbs/07_transfusion.ipynb #708bf7cb
+def _check_images(owner:str, images, patch_size:int, channels:int|None=None) -> None:
+    "Raise unless `images` is a float tensor `(g, channels, h, w)` with h and w positive multiples of `patch_size`."
+    c = 'c' if channels is None else channels
+    if not isinstance(images, Tensor): raise TypeError(f'{owner}: expected images as a tensor (g, {c}, h, w), got {type(images).__name__}')
+    ok = (images.ndim == 4 and images.is_floating_point() and (channels is None or images.shape[1] == channels)
+          and all(s > 0 and divisible_by(s, patch_size) for s in images.shape[2:]))
+    if not ok: raise ValueError(f'{owner}: expected float images (g, {c}, h, w) with h and w positive multiples of '
+                                f'patch_size={patch_size}, got {tuple(images.shape)} {images.dtype}')
+
+def _check_groups(owner:str, name:str, ch:int) -> None:
+    "Raise unless `ch` channels split into the group norm's min(8, ch) groups."
+    if ch > 8 and ch % 8: raise ValueError(f'{owner}: {name} must be <= 8 or a multiple of 8 (a group norm of 8 groups), got {ch}')
+
 # %% ../nbs/07_transfusion.ipynb #ff889b7f
 def patchify(images:Tensor, # (g, c, h, w), h and w multiples of patch_size
              patch_size:int, # p
             ) -> Tensor: # (g, y*x, p*p*c)
     "Cut images into patch vectors, row-major over the patch grid."
-    *_, h, w = images.shape
-    if images.ndim != 4 or not (divisible_by(h, patch_size) and divisible_by(w, patch_size)):
-        raise ValueError(f'patchify: expected images (g, c, h, w) with h and w multiples of patch_size={patch_size}, got {tuple(images.shape)}')
+    _check_int('patchify', 'patch_size', patch_size)
+    if not isinstance(images, Tensor): raise TypeError(f'patchify: expected images as a tensor (g, c, h, w), got {type(images).__name__}')
+    if images.ndim != 4 or not all(s > 0 and divisible_by(s, patch_size) for s in images.shape[2:]):
+        raise ValueError(f'patchify: expected images (g, c, h, w) with h and w positive multiples of patch_size={patch_size}, got {tuple(images.shape)}')
     return rearrange(images, 'g c (y p1) (x p2) -> g (y x) (p1 p2 c)', p1=patch_size, p2=patch_size)
 
 # %% ../nbs/07_transfusion.ipynb #f89173aa
@@ -46,7 +61,12 @@ def unpatchify(patches:Tensor, # (g, y*x, p*p*c)
                patch_size:int, # p
               ) -> Tensor: # (g, c, y*p, x*p)
     "Put patch vectors back into images: the inverse of `patchify`."
-    y, x = grid
+    _check_int('unpatchify', 'patch_size', patch_size)
+    if not (isinstance(grid, (tuple, list)) and len(grid) == 2): raise ValueError(f'unpatchify: grid must be (y, x), got {grid!r}')
+    y, x = (_check_int('unpatchify', 'each grid side', s) for s in grid)
+    if not isinstance(patches, Tensor): raise TypeError(f'unpatchify: expected patches as a tensor (g, y*x, p*p*c), got {type(patches).__name__}')
+    if patches.ndim == 3 and patches.shape[2] % (patch_size * patch_size):
+        raise ValueError(f'unpatchify: patch vectors of width {patches.shape[2]} are not p*p*c for patch_size={patch_size}')
     if patches.ndim != 3 or patches.shape[1] != y * x:
         raise ValueError(f'unpatchify: expected (g, {y * x}, p*p*c) patches for a {y}x{x} grid, got {tuple(patches.shape)}')
     return rearrange(patches, 'g (y x) (p1 p2 c) -> g c (y p1) (x p2)', y=y, x=x, p1=patch_size, p2=patch_size)
@@ -61,11 +81,14 @@ class LinearPatchEncoder(nn.Module):
                  time_add:bool=False, # the paper's time conditioning: add an embedding of tau to every patch vector
                 ):
         super().__init__()
-        self.patch_size = patch_size
+        for k, v in dict(channels=channels, patch_size=patch_size, dim=dim).items(): _check_int('LinearPatchEncoder', k, v)
+        self.channels, self.patch_size = channels, patch_size
         self.proj = nn.Linear(patch_size * patch_size * channels, dim)
         self.time_emb = TimeEmbedding(patch_size * patch_size * channels) if time_add else None
 
     def forward(self, images:Tensor, tau:Tensor|None=None) -> Tensor: # (g, c, h, w), (g,) -> (g, y*x, d)
+        _check_images('LinearPatchEncoder', images, self.patch_size, self.channels)
+        if exists(self.time_emb) and not isinstance(tau, Tensor): raise TypeError('LinearPatchEncoder: time_add needs tau, one time per image (g,)')
         x = patchify(images, self.patch_size)
         if exists(self.time_emb): x = x + self.time_emb(tau)[:, None, :].to(x.dtype)
         return self.proj(x)
@@ -75,6 +98,7 @@ class LinearPatchDecoder(nn.Module):
     "Tokens to images: one Linear `d -> p*p*c`, then `unpatchify`."
     def __init__(self, channels:int, patch_size:int, dim:int):
         super().__init__()
+        for k, v in dict(channels=channels, patch_size=patch_size, dim=dim).items(): _check_int('LinearPatchDecoder', k, v)
         self.patch_size = patch_size
         self.proj = nn.Linear(dim, patch_size * patch_size * channels)
 
@@ -86,6 +110,7 @@ class ResBlock(nn.Module):
     "A U-Net residual block: GroupNorm, SiLU, 3x3 conv, plus a projection of the time embedding; twice; added to the input."
     def __init__(self, ch:int, dim_time:int):
         super().__init__()
+        _check_int('ResBlock', 'ch', ch); _check_int('ResBlock', 'dim_time', dim_time); _check_groups('ResBlock', 'ch', ch)
         self.norm1, self.conv1 = nn.GroupNorm(min(8, ch), ch), nn.Conv2d(ch, ch, 3, padding=1)
         self.time = nn.Linear(dim_time, ch)
         self.norm2, self.conv2 = nn.GroupNorm(min(8, ch), ch), nn.Conv2d(ch, ch, 3, padding=1)
@@ -102,12 +127,16 @@ class UNetDown(nn.Module):
                  hidden:int=32, # channels inside the block
                 ):
         super().__init__()
+        for k, v in dict(channels=channels, patch_size=patch_size, dim=dim, hidden=hidden).items(): _check_int('UNetDown', k, v)
+        _check_groups('UNetDown', 'hidden', hidden)
+        self.channels, self.patch_size = channels, patch_size
         self.time_emb = TimeEmbedding(hidden)
         self.conv_in = nn.Conv2d(channels, hidden, 3, padding=1)
         self.block = ResBlock(hidden, hidden)
         self.down = nn.Conv2d(hidden, dim, patch_size, stride=patch_size)
 
     def forward(self, images:Tensor, tau:Tensor) -> Tensor: # (g, c, h, w), (g,) -> (g, y*x, d)
+        _check_images('UNetDown', images, self.patch_size, self.channels)
         h = self.block(self.conv_in(images), self.time_emb(tau).to(images.dtype))
         return rearrange(self.down(h), 'g d y x -> g (y x) d')
 
@@ -116,6 +145,8 @@ class UNetUp(nn.Module):
     "Tokens to images with the mirrored up block: a p x p transposed conv, a time-conditioned residual block, a conv out."
     def __init__(self, channels:int, patch_size:int, dim:int, hidden:int=32):
         super().__init__()
+        for k, v in dict(channels=channels, patch_size=patch_size, dim=dim, hidden=hidden).items(): _check_int('UNetUp', k, v)
+        _check_groups('UNetUp', 'hidden', hidden)
         self.time_emb = TimeEmbedding(hidden)
         self.up = nn.ConvTranspose2d(dim, hidden, patch_size, stride=patch_size)
         self.block = ResBlock(hidden, hidden)
@@ -144,6 +175,9 @@ def plot_patches(image:Tensor, # (c, h, w) in [-1, 1]; the first channel is draw
                 ):
     "The image with its patch grid, each patch numbered in the order it enters the sequence."
     from matplotlib.patheffects import withStroke
+    _check_int('plot_patches', 'patch_size', patch_size)
+    if not isinstance(image, Tensor) or image.ndim != 3 or min(image.shape) < 1:
+        raise ValueError(f'plot_patches: expected one image (c, h, w), got {tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__}')
     if ax is None: _, ax = new_fig(1, 1, size=3.)
     c, h, w = image.shape
     ax.clear()
