@@ -373,6 +373,21 @@ def cond_vectors(self, tau:Tensor) -> Tensor|None:
     "Conditioning vectors `(..., d)` for network times `tau` `(...)`, or None when time enters at the input ('add')."
     return self.time_emb(tau) if exists(self.time_emb) else None
 
+# %% ../nbs/07_transfusion.ipynb #db1c0e1d
+def _check_step(where:str, packed, tau=None, drop_cond=None, group_images=None) -> None:
+    "Raise unless `packed` is a `Packed`, `tau` float `(b, m)`, `drop_cond` bool `(b,)`, `group_images` one `(g, c, h, w)` per group."
+    if not isinstance(packed, Packed): raise TypeError(f'{where}: packed must be a Packed (from model.pack), got {type(packed).__name__}')
+    b, m = packed.modality_positions.shape[:2]
+    desc = lambda t: f'{tuple(t.shape)} {t.dtype}' if isinstance(t, Tensor) else type(t).__name__
+    if drop_cond is not None and not (isinstance(drop_cond, Tensor) and drop_cond.dtype == torch.bool and tuple(drop_cond.shape) == (b,)):
+        raise ValueError(f'{where}: drop_cond must be a bool tensor ({b},), one per sample, got {desc(drop_cond)}')
+    if tau is not None and not (isinstance(tau, Tensor) and tau.is_floating_point() and tuple(tau.shape) == (b, m)):
+        raise ValueError(f'{where}: tau must be float network times (batch, images) = {(b, m)}, got {desc(tau)}')
+    if group_images is not None:
+        want, got = [(len(g.members), *g.shape) for g in packed.groups], [desc(t) for t in group_images]
+        if len(got) != len(want) or any(not isinstance(t, Tensor) or tuple(t.shape) != w for t, w in zip(group_images, want)):
+            raise ValueError(f'{where}: group_images must be one tensor per image group, shapes {want}, got {got}')
+
 # %% ../nbs/07_transfusion.ipynb #2982b45d
 def _dropped_starts(packed:Packed, drop_cond:Tensor|None) -> Tensor|None:
     "`kv_start` `(b, n)` that hides the prefix from every image block of the dropped samples; None when none is dropped."
@@ -387,6 +402,7 @@ def _dropped_starts(packed:Packed, drop_cond:Tensor|None) -> Tensor|None:
 @patch_to(Transfusion)
 def attn_mask(self, packed:Packed, drop_cond:Tensor|None=None):
     "The Transfusion mask of a packed batch (dense bool `(b, n, n)`, or a BlockMask); dropped samples hide the prefix from image blocks."
+    _check_step('Transfusion.attn_mask', packed, drop_cond=drop_cond)
     args = (packed.modality_positions, packed.shape[1], packed.seq_lens)
     start = _dropped_starts(packed, drop_cond)
     dev = packed.ids.device
@@ -400,6 +416,7 @@ def hidden(self, packed:Packed, group_images:list[Tensor], tau:Tensor, drop_cond
            use_cache:bool=False, # also return the key/value cache of the batch (for generation)
           ) -> Tensor|tuple[Tensor, Any]:
     "The transformer's output `(b, n, d)` for a packed batch whose image groups are `group_images`, at network times `tau` `(b, m)`."
+    _check_step('Transfusion.hidden', packed, tau, drop_cond, group_images)
     b, n = packed.ids.shape
     x = self.token_emb(packed.ids)                                   # (b, n, d)
     cond_kwargs = {}
@@ -425,6 +442,7 @@ def group_outputs(self, packed:Packed, h:Tensor, tau:Tensor) -> list[Tensor]:
 @patch_to(Transfusion)
 def image_times(self, packed:Packed, generator:torch.Generator|None=None) -> Tensor:
     "Diffusion times `(b, m)` for the images of a packed batch; those that text follows have their noise capped."
+    _check_step('Transfusion.image_times', packed)
     (b, m), dev = packed.modality_positions.shape[:2], packed.ids.device
     cap = torch.ones(b, m, device=dev)
     if exists(self.max_noise_captioning):
@@ -439,6 +457,7 @@ def noised(self, packed:Packed,
            generator:torch.Generator|None=None,
           ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
     "`(times, x_t, targets)`: every image of a packed batch noised at its time, and the targets, one tensor per image group."
+    _check_step('Transfusion.noised', packed)
     (b, m), dev = packed.modality_positions.shape[:2], packed.ids.device
     noise = [torch.randn(s.image.shape, generator=generator, dtype=s.image.dtype).to(dev) for s in packed.slots]
     if times is None: times = self.image_times(packed, generator)
@@ -492,9 +511,7 @@ def forward(self,
     b, dev = packed.ids.shape[0], packed.ids.device
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f'Transfusion: generator must be a torch.Generator or None, got {type(generator).__name__}')
-    if drop_cond is not None and not (isinstance(drop_cond, Tensor) and drop_cond.dtype == torch.bool and tuple(drop_cond.shape) == (b,)):
-        got = f'{tuple(drop_cond.shape)} {drop_cond.dtype}' if isinstance(drop_cond, Tensor) else type(drop_cond).__name__
-        raise ValueError(f'Transfusion: drop_cond must be a bool tensor ({b},), one per sample, got {got}')
+    _check_step('Transfusion', packed, drop_cond=drop_cond)
     if packed.slots:
         times, x_t, targets = self.noised(packed, times, generator)     # noise first, then times, then dropout
         if drop_cond is None:
