@@ -5,6 +5,7 @@
 # %% ../nbs/09_data.ipynb #5051bc07
 # einops letters (utils.EINOPS_GLOSSARY): b batch (examples), c image channels, y image height, x image width
 from __future__ import annotations
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Iterable, Sequence
@@ -20,8 +21,8 @@ from fastcore.basics import patch_to
 from .utils import default, exists, new_fig, show_images
 
 # %% auto #0
-__all__ = ['DIGIT_WORDS', 'FASHION_CAPTIONS', 'TORCHVISION_SETS', 'to_model_range', 'to_unit_range', 'DigitsSplit',
-           'load_digits_split', 'WordTokenizer', 'digits_tokenizer', 'make_sample', 'validate_sample',
+__all__ = ['DIGIT_WORDS', 'DIGITS_N', 'DIGITS_CLASSES', 'FASHION_CAPTIONS', 'TORCHVISION_SETS', 'to_model_range', 'to_unit_range',
+           'DigitsSplit', 'load_digits_split', 'WordTokenizer', 'digits_tokenizer', 'make_sample', 'validate_sample',
            'CaptionedImages', 'collate_samples', 'sample_loader', 'digits_datasets', 'sample_title', 'plot_samples',
            'plot_class_balance', 'torchvision_datasets']
 
@@ -32,7 +33,7 @@ def to_model_range(
     hi: float = 1.,  # the value that becomes +1
 ) -> Tensor:
     "Map pixel values linearly from [lo, hi] to the model's [-1, 1], as float32."
-    if not hi > lo: raise ValueError(f'to_model_range: expected hi > lo, got lo={lo}, hi={hi}')
+    if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo): raise ValueError(f'to_model_range: expected finite hi > lo, got lo={lo}, hi={hi}')
     v = torch.as_tensor(np.asarray(v) if not isinstance(v, Tensor) else v).float()
     return (v - lo) / (hi - lo) * 2 - 1
 
@@ -62,12 +63,22 @@ def _digits_arrays(test_size: float, seed: int) -> tuple[np.ndarray, ...]:
     return tuple(train_test_split(x, y, test_size=test_size, stratify=y, random_state=seed))
 
 # %% ../nbs/09_data.ipynb #8d571bed
+DIGITS_N, DIGITS_CLASSES = 1797, 10  # images and classes of sklearn's load_digits (checked below)
+
 def load_digits_split(
     test_size: float = 0.25,  # fraction held out for testing
-    seed: int = 0,  # seed of the stratified split
+    seed: int = 0,  # seed of the stratified split, in [0, 2**32)
 ) -> DigitsSplit:
     "The bundled 8x8 digits split (stratified, fixed seed) into train and test, as `(b, 1, 8, 8)` floats in [-1, 1]."
-    if not 0 < test_size < 1: raise ValueError(f'load_digits_split: test_size must lie in (0, 1), got {test_size}')
+    if isinstance(test_size, bool) or not isinstance(test_size, (float, int, np.floating)) or not 0 < test_size < 1:
+        raise ValueError(f'load_digits_split: test_size must be a fraction in (0, 1), got {test_size!r}')
+    n_test = math.ceil(test_size * DIGITS_N)  # how scikit-learn rounds it
+    if min(n_test, DIGITS_N - n_test) < DIGITS_CLASSES:
+        lo, hi = DIGITS_CLASSES / DIGITS_N, (DIGITS_N - DIGITS_CLASSES) / DIGITS_N
+        raise ValueError(f'load_digits_split: test_size={test_size!r} holds out {n_test} of the {DIGITS_N} images; a stratified split needs '
+                         f'at least {DIGITS_CLASSES} (one per digit) in each part: test_size in about [{lo:.4f}, {hi:.4f}]')
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise ValueError(f'load_digits_split: seed must be an int in [0, 2**32), got {seed!r}')
     x_train, x_test, y_train, y_test = _digits_arrays(float(test_size), int(seed))
     as_images = lambda a: to_model_range(torch.from_numpy(a).reshape(-1, 1, 8, 8), 0, 16)  # (b, 1, 8, 8)
     as_labels = lambda a: torch.from_numpy(a).long()
@@ -289,6 +300,8 @@ def sample_loader(
     **kwargs,  # passed to `DataLoader` (drop_last, num_workers, sampler, ...)
 ) -> DataLoader:
     "A DataLoader that yields lists of samples (`collate_samples`), shuffled reproducibly."
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f'sample_loader: batch_size must be a positive int, got {batch_size!r}')
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=collate_samples,
                       generator=torch.Generator().manual_seed(seed), **kwargs)
 
@@ -296,7 +309,7 @@ def sample_loader(
 def digits_datasets(
     p_text_to_image: float = 0.8,  # fraction of caption-first samples
     test_size: float = 0.25,  # fraction held out for testing
-    seed: int = 0,  # seed of the split and of the orders
+    seed: int = 0,  # seed of the split and of the orders, in [0, 2**32)
     append_eos: bool = False,  # end a caption that closes a sample with <eos>
 ) -> tuple[CaptionedImages, CaptionedImages]:
     "The bundled 8x8 digits as (train, test) `CaptionedImages`, captioned 'zero' .. 'nine', sharing one tokenizer."
@@ -388,6 +401,9 @@ def torchvision_datasets(
     "MNIST or Fashion-MNIST from torchvision as (train, test) `CaptionedImages`, images `(b, 1, 28, 28)` in [-1, 1]."
     if name not in TORCHVISION_SETS:
         raise ValueError(f'torchvision_datasets: unknown data set {name!r}; expected one of {list(TORCHVISION_SETS)}')
+    for k, v in (('size', size), ('limit', limit)):
+        if exists(v) and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f'torchvision_datasets: {k} must be a positive int or None, got {v!r}')
     captions = TORCHVISION_SETS[name][1]
     tok = digits_tokenizer() if name == 'mnist' else WordTokenizer.from_captions(captions)
     def make(train: bool) -> CaptionedImages:
@@ -411,6 +427,7 @@ def from_pairs(
 ) -> CaptionedImages:
     "Captioned images from your own `(caption, image)` pairs, checked, scaled from `value_range` to [-1, 1]."
     lo, hi = value_range
+    if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo): raise ValueError(f'from_pairs: expected value_range (lo, hi) with finite lo < hi, got {value_range}')
     captions, images = [], []
     for k, pair in enumerate(pairs):
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:

@@ -5,7 +5,7 @@
 # %% ../nbs/12_digits.ipynb #3addaaac
 # einops letters (utils.EINOPS_GLOSSARY): b batch (images), c image channels, y image height, x image width
 from __future__ import annotations
-import json, math, time
+import json, math, time, warnings
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -18,12 +18,13 @@ from .utils import exists, default, seeded
 from .data import DIGIT_WORDS, WordTokenizer, digits_datasets, digits_tokenizer, to_unit_range
 from .model import Transfusion
 import transfusion_nb.sampling  # attaches the generation methods to Transfusion
-from .training import Trainer, TrainConfig, init_distributed, load_checkpoint, load_weights, save_image_grid
+from .training import Trainer, TrainConfig, init_distributed, load_checkpoint, load_weights, save_image_grid, resumed_config, check_number
 from .evaluation import evaluate_digits, metrics_summary
 
 # %% auto #0
-__all__ = ['DIGITS_MODEL', 'DIGITS_TRAIN', 'DIGITS_DATA', 'DIGITS_GUIDANCE', 'DIGITS_TARGETS', 'digits_model', 'digits_trainer',
-           'train_digits', 'load_trained', 'save_png', 'read_images', 'targets_met', 'targets_report']
+__all__ = ['DIGITS_MODEL', 'DIGITS_TRAIN', 'DIGITS_DATA', 'DIGITS_GUIDANCE', 'READ_MAX_PIXELS', 'DIGITS_TARGETS', 'digits_model',
+           'resume_settings', 'digits_trainer', 'train_digits', 'load_trained', 'save_png', 'read_images',
+           'targets_met', 'targets_report']
 
 # %% ../nbs/12_digits.ipynb #4aae8158
 DIGITS_MODEL: dict[str, Any] = dict(dim=64, depth=2, heads=4, dim_head=16, patch_size=2, patch_codec='linear',
@@ -66,12 +67,28 @@ def _mean_last(history: Sequence[Mapping], key: str, n: int = 50) -> float:
     v = [h[key] for h in history[-n:] if math.isfinite(h[key])]
     return float(np.mean(v)) if v else float('nan')
 
+# %% ../nbs/12_digits.ipynb #8b18c86e
+def resume_settings(
+    ckpt: Mapping,  # the checkpoint of the run to continue
+    train_overrides: Mapping | None = None,  # `DIGITS_TRAIN` entries asked for now (only those given)
+    model_overrides: Mapping | None = None,  # `DIGITS_MODEL` entries asked for now (only those given)
+    seed: int | None = None,  # the seed asked for now; None: the checkpoint's
+    names: Mapping[str, str] | None = None,  # how errors name each setting (the command passes its flags)
+) -> TrainConfig:
+    "The config a resumed digits run continues with: the checkpoint's, with what `resumed_config` lets change; the model must be the checkpoint's."
+    name, saved = lambda k: default(names, {}).get(k, k), ckpt.get('model_config') or {}
+    clash = [k for k, v in default(model_overrides, {}).items() if saved.get(k, DIGITS_MODEL.get(k)) != v]
+    if clash: raise ValueError('resume: ' + '; '.join(f'{name(k)} {model_overrides[k]!r} differs from the checkpoint\'s {saved.get(k, DIGITS_MODEL.get(k))!r}'
+                                                      for k in clash) + '. A run keeps its model: leave them out, or start a new run')
+    given = {**default(train_overrides, {}), **({'seed': seed} if exists(seed) else {})}
+    return resumed_config(ckpt['config'], given, int(ckpt['step']), names)
+
 # %% ../nbs/12_digits.ipynb #edb1efab
 def digits_trainer(
     out_dir: str | Path | None = None,  # the run folder (checkpoint, sample grids); None: write nothing
-    seed: int = 0,  # seeds the weights, the batches and the noise
+    seed: int | None = None,  # seeds the weights, the batches and the noise (None: 0, or the checkpoint's when resuming)
     progress: bool = True,  # show the progress bar
-    resume: bool = False,  # continue from out_dir/checkpoint.pt when it exists
+    resume: bool = False,  # continue from out_dir/checkpoint.pt when it exists, with its settings (`resume_settings`)
     model_overrides: Mapping | None = None,  # replace entries of `DIGITS_MODEL`
     model: nn.Module | None = None,  # train this model instead of `digits_model(seed, **model_overrides)`
     **train_overrides,  # replace entries of `DIGITS_TRAIN` (steps, batch_size, lr, ...)
@@ -79,18 +96,22 @@ def digits_trainer(
     "The `Trainer` of the default run on the digits (with `<eos>` after closing captions), resumed when asked."
     rank, world, device = init_distributed()
     train_ds, _ = digits_datasets(**DIGITS_DATA, append_eos=True)
-    tok = train_ds.tokenizer
-    settings = {**DIGITS_TRAIN, 'seed': seed, 'progress': progress, **train_overrides}
-    if 'warmup_steps' not in train_overrides: settings['warmup_steps'] = min(settings['warmup_steps'], settings['steps'] // 5)
-    cfg = TrainConfig(**settings)
-    out = Path(out_dir) if exists(out_dir) else None
-    if not exists(out): cfg = replace(cfg, sample_every=0, ckpt_every=0)
+    tok, out = train_ds.tokenizer, (Path(out_dir) if exists(out_dir) else None)
     kwargs = dict(out_dir=out, sample_fn=_digits_sample_fn(tok), device=device,
                   extra={'tokenizer_words': list(tok.words), 'image_shape': list(train_ds.image_shape), 'data': 'digits',
                          'eos_after_captions': True, 'guidance_scale': DIGITS_GUIDANCE, **DIGITS_DATA})
+    ckpt_path = out / 'checkpoint.pt' if exists(out) else None
+    if resume and exists(ckpt_path) and ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path)
+        cfg = resume_settings(ckpt, {**train_overrides, 'progress': progress}, model_overrides, seed)
+        model = default(model, lambda: Transfusion(**ckpt['model_config']))  # its weights come from the checkpoint
+        return Trainer.resume(ckpt, model, train_ds, cfg, **kwargs)
+    seed = default(seed, 0)
+    settings = {**DIGITS_TRAIN, 'seed': seed, 'progress': progress, **train_overrides}
+    if 'warmup_steps' not in train_overrides: settings['warmup_steps'] = min(settings['warmup_steps'], settings['steps'] // 5)
+    cfg = TrainConfig(**settings)
+    if not exists(out): cfg = replace(cfg, sample_every=0, ckpt_every=0)
     model = default(model, lambda: digits_model(seed, **default(model_overrides, {})))
-    ckpt = out / 'checkpoint.pt' if exists(out) else None
-    if resume and exists(ckpt) and ckpt.exists(): return Trainer.resume(ckpt, model, train_ds, cfg, **kwargs)
     return Trainer(model, train_ds, cfg, **kwargs)
 
 # %% ../nbs/12_digits.ipynb #e94446bb
@@ -119,7 +140,7 @@ def _evaluate_run(
 # %% ../nbs/12_digits.ipynb #52911970
 def train_digits(
     out_dir: str | Path | None = 'runs/digits',  # the run folder (checkpoint, samples, metrics); None: write nothing
-    seed: int = 0,  # seeds the weights, the batches and the noise
+    seed: int | None = None,  # seeds the weights, the batches and the noise (None: 0, or the checkpoint's when resuming)
     progress: bool = True,  # show the progress bar
     evaluate: bool = True,  # score the trained model (notebook 11) and write samples.png, captions.png, metrics.json
     n_per_digit: int = 50,  # generated images per digit for the evaluation
@@ -129,6 +150,7 @@ def train_digits(
     **train_overrides,  # replace entries of `DIGITS_TRAIN` (steps, batch_size, lr, ...)
 ) -> tuple[Trainer, dict]:
     "Train the default Transfusion on the 8x8 digits, write the run folder, evaluate; returns `(trainer, metrics)`."
+    check_number('train_digits: n_per_digit', n_per_digit, lo=1, integer=True)
     out = Path(out_dir) if exists(out_dir) else None
     trainer = digits_trainer(out, seed, progress, resume, model_overrides, model, **train_overrides)
     t0, start = time.perf_counter(), trainer.step
@@ -140,7 +162,7 @@ def train_digits(
                'seconds_per_step': train_seconds / max(trainer.step - start, 1),
                'final_text_loss': _mean_last(h, 'text'), 'final_image_loss': _mean_last(h, 'image'),
                'parameters': sum(p.numel() for p in trainer.model.parameters())}
-    if evaluate and trainer.is_main: metrics.update(_evaluate_run(trainer, out, n_per_digit, seed))
+    if evaluate and trainer.is_main: metrics.update(_evaluate_run(trainer, out, n_per_digit, trainer.config.seed))
     metrics.update(config=asdict(trainer.config), model_config=getattr(trainer.model, 'config', None))
     if exists(out) and trainer.is_main: (out / 'metrics.json').write_text(json.dumps(metrics, indent=1, default=str))
     return trainer, metrics
@@ -166,43 +188,81 @@ def load_trained(
 
 # %% ../nbs/12_digits.ipynb #1b5a9a33
 def save_png(
-    images: Tensor,  # (b, c, y, x) in [-1, 1], c = 1 or 3
-    path: str | Path,  # the PNG to write
+    images: Tensor,  # (b, c, y, x) in [-1, 1], c = 1 or 3; values outside are clamped
+    path: str | Path,  # the PNG to write: a file name ending in .png
     scale: int = 8,  # each pixel becomes scale x scale pixels
 ) -> Path:
-    "Write `images` side by side as one PNG strip, scaled up `scale` times (nearest neighbour)."
+    "Write `images` side by side as one PNG strip, scaled up `scale` times (nearest neighbour); refuses NaN or inf."
     from PIL import Image
-    images = torch.as_tensor(images).detach().cpu()
-    if images.ndim != 4 or images.shape[1] not in (1, 3): raise ValueError(f'save_png: expected images (b, 1 or 3, h, w), got {tuple(images.shape)}')
+    images, path = torch.as_tensor(images).detach().cpu(), Path(path)
+    if images.ndim != 4 or images.shape[1] not in (1, 3) or 0 in images.shape:
+        raise ValueError(f'save_png: expected images (b, 1 or 3, h, w), got {tuple(images.shape)}')
+    bad = int((~torch.isfinite(images.flatten(1))).any(1).sum())
+    if bad: raise ValueError(f'save_png: {bad} of {len(images)} images contain NaN or inf; not writing {path}')
+    check_number('save_png: scale', scale, lo=1, hi=64, integer=True)
+    if path.suffix.lower() != '.png': raise ValueError(f'save_png: expected a file name ending in .png, got {str(path)!r}')
+    if path.is_dir(): raise IsADirectoryError(f'save_png: {path} is a folder; expected a file name ending in .png')
     strip = torch.cat(list(to_unit_range(images)), dim=-1)  # (c, y, b*x)
     strip = strip.repeat_interleave(scale, -2).repeat_interleave(scale, -1)
     a = (strip * 255).round().byte().permute(1, 2, 0).numpy()  # (y, x, c)
-    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a).save(path)
     return path
 
 # %% ../nbs/12_digits.ipynb #17556c2e
+def _grey(
+    im,  # a PIL image, any of the modes below
+    path: Path,  # for the messages
+    background: float,  # the intensity behind transparent pixels, in [0, 1]
+) -> np.ndarray:
+    "Grey intensities in [0, 1], `(h, w)` float32: 8- and 16-bit grey, bilevel, palette, RGB (ITU-R 601 luma), alpha composited on `background`."
+    if im.mode in ('P', 'PA'): im = im.convert('RGBA')  # the palette's colours and its transparency
+    elif im.mode in ('1', 'La'): im = im.convert('L' if im.mode == '1' else 'LA')
+    elif im.mode in ('CMYK', 'YCbCr', 'LAB', 'HSV', 'RGBX'): im = im.convert('RGB')
+    elif im.mode == 'RGBa': im = im.convert('RGBA')
+    if im.mode.startswith('I;16'): return np.asarray(im).astype(np.float32) / 65535  # 16 bits: the full range is 0 .. 65535
+    if im.mode == 'I' and im.format == 'PNG': return np.asarray(im).astype(np.float32) / 65535  # 16-bit grey PNG, as older Pillow reads it
+    if im.mode not in ('L', 'LA', 'RGB', 'RGBA'):
+        raise ValueError(f'cannot read {path}: {im.mode} images (32-bit integer or float, or another layout) have no fixed range; '
+                         'save it as an 8- or 16-bit grey or an RGB PNG')
+    a = np.asarray(im).astype(np.float32) / 255
+    if a.ndim == 2: return a
+    colour = a[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32) if im.mode.startswith('RGB') else a[..., 0]
+    if im.mode in ('LA', 'RGBA'): colour = colour * a[..., -1] + background * (1 - a[..., -1])
+    return colour
+
+# %% ../nbs/12_digits.ipynb #b02fed08
+READ_MAX_PIXELS: int = 2**24  # the largest image `read_images` decodes: about 16.8 million pixels (a strip of 4096 images of 64x64)
+
+# %% ../nbs/12_digits.ipynb #f24c0d0f
 def read_images(
-    path: str | Path,  # a PNG, JPEG, ... ; a strip k times as wide as tall holds k images
+    path: str | Path,  # a PNG, JPEG, ... : a square image, or a strip k times as wide as tall holding k images
     size: tuple[int, int] = (8, 8),  # (h, w) the model expects
     invert: bool = False,  # for dark digits on a light background
+    max_pixels: int = READ_MAX_PIXELS,  # refuse larger images before decoding them
 ) -> Tensor:
     "The image(s) in a file as `(k, 1, h, w)` in [-1, 1]: grey scale, split into squares when it is a strip, shrunk by block averaging."
     from PIL import Image, UnidentifiedImageError
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f'no image at {path}')
+    if path.is_dir(): raise IsADirectoryError(f'{path} is a folder, expected an image file')
+    if len(size) != 2: raise ValueError(f'read_images: expected size (h, w), got {size!r}')
+    for s in size: check_number('read_images: size', s, lo=1, integer=True)
+    pil_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # PIL's check would raise first, at 179 million pixels: ours is below
     try:
-        with Image.open(path) as im: grey = im.convert('L')
-    except (UnidentifiedImageError, OSError) as e: raise ValueError(f'cannot read {path} as an image: {e}') from None
-    w, h = grey.size
-    k = w // h if w > h and w % h == 0 else 1
-    side = w // k
-    out = []
-    for j in range(k):
-        part = grey.crop((j * side, 0, (j + 1) * side, h)).resize((size[1], size[0]), Image.Resampling.BOX)
-        out.append(torch.from_numpy(np.asarray(part, dtype=np.float32) / 255.))
-    x = torch.stack(out)[:, None]  # (k, 1, y, x) in [0, 1]
+        with Image.open(path) as im:
+            w, h = im.size
+            if w * h > max_pixels: raise ValueError(f'cannot read {path}: {w}x{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,}')
+            if getattr(im, 'n_frames', 1) > 1: raise ValueError(f'cannot read {path}: it has {im.n_frames} frames; expected a still image')
+            grey = _grey(im, path, 1. if invert else 0.)  # transparent pixels show the data's background
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ValueError(f'cannot read {path} as an image: {(str(e).splitlines() or [type(e).__name__])[0][:200]}') from None
+    finally: Image.MAX_IMAGE_PIXELS = pil_limit
+    if not (w == h or (w > h and w % h == 0)):
+        raise ValueError(f'cannot read {path}: {w}x{h} is neither square nor a strip of squares (width a multiple of the height); crop it')
+    k = w // h
+    out = [Image.fromarray(grey[:, j * h:(j + 1) * h]).resize((size[1], size[0]), Image.Resampling.BOX) for j in range(k)]
+    x = torch.from_numpy(np.stack([np.asarray(p, dtype=np.float32) for p in out]))[:, None].clamp(0, 1)  # (k, 1, y, x) in [0, 1]
     return (1 - x if invert else x) * 2 - 1
 
 # %% ../nbs/12_digits.ipynb #4ffd9a00

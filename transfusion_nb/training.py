@@ -5,7 +5,7 @@
 # %% ../nbs/10_training.ipynb #60ab3d68
 # einops letters (utils.EINOPS_GLOSSARY): b batch (samples), c image channels, y image height, x image width
 from __future__ import annotations
-import copy, math, os, random, tempfile, time, zipfile
+import copy, hashlib, json, math, os, random, tempfile, time, warnings, zipfile
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,10 +20,11 @@ from torch import nn, Tensor
 from .utils import exists, default, new_fig, seeded, divisible_by, show_images
 
 # %% auto #0
-__all__ = ['CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'lr_factor', 'plot_lr_schedule', 'EMA', 'plot_ema', 'epoch_permutation',
-           'MicroBatch', 'micro_seed', 'seed_step', 'step_batches', 'rng_state', 'set_rng_state', 'atomic_save',
-           'load_checkpoint', 'load_weights', 'TrainConfig', 'dist_info', 'make_optimizer', 'to_device', 'Trainer',
-           'save_image_grid', 'plot_history', 'init_distributed', 'close_distributed']
+__all__ = ['CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'RESUMABLE', 'lr_factor', 'plot_lr_schedule', 'EMA', 'plot_ema',
+           'epoch_permutation', 'MicroBatch', 'micro_seed', 'seed_step', 'step_batches', 'rng_state', 'set_rng_state',
+           'atomic_save', 'checkpoint_digests', 'load_checkpoint', 'load_weights', 'check_number', 'TrainConfig',
+           'dist_info', 'make_optimizer', 'to_device', 'writable_dir', 'Trainer', 'resumed_config', 'save_image_grid',
+           'plot_history', 'init_distributed', 'close_distributed']
 
 # %% ../nbs/10_training.ipynb #f99a4604
 def lr_factor(
@@ -211,14 +212,56 @@ def atomic_save(
 CHECKPOINT_FORMAT: str = 'transfusion_nb checkpoint'  # the tag `load_checkpoint` requires
 
 # %% ../nbs/10_training.ipynb #04b34633
-CHECKPOINT_VERSION: int = 1  # the newest layout this version reads
+CHECKPOINT_VERSION: int = 2  # the newest layout this version reads (2: a sha256 of every tensor and of the settings)
+
+# %% ../nbs/10_training.ipynb #89c320ad
+def _tensors(obj: Any, prefix: str = ''):
+    "Every tensor inside nested dicts, lists and tuples, as (path, tensor), in a fixed order."
+    if isinstance(obj, Tensor): yield prefix, obj
+    elif isinstance(obj, Mapping):
+        for k in sorted(obj, key=str): yield from _tensors(obj[k], f'{prefix}/{k}' if prefix else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for k, v in enumerate(obj): yield from _tensors(v, f'{prefix}/{k}' if prefix else str(k))
+
+def checkpoint_digests(
+    ckpt: Mapping,  # a checkpoint dict (without its `sha256` entry)
+) -> dict[str, str]:
+    "The SHA-256 of every tensor in `ckpt` (of its dtype, shape and bytes), keyed by its path, and of the settings under `'settings'`."
+    out = {}
+    for path, t in _tensors({k: v for k, v in ckpt.items() if k != 'sha256'}):
+        h = hashlib.sha256(f'{t.dtype} {tuple(t.shape)}'.encode())
+        t = t.detach().cpu().contiguous().reshape(-1)
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b'')
+        out[path] = h.hexdigest()
+    settings = {k: ckpt.get(k) for k in ('step', 'config', 'model_class', 'model_config', 'extra')}
+    out['settings'] = hashlib.sha256(json.dumps(settings, sort_keys=True, default=repr).encode()).hexdigest()
+    return out
 
 # %% ../nbs/10_training.ipynb #9fb22da0
+_CHECKPOINT_PARTS = ('step', 'model', 'optimizer', 'ema', 'config', 'history', 'rng')
+
+def _verify_checkpoint(ckpt: dict, p: Path) -> None:
+    "Raise a clear error unless `ckpt` has every part, its stored hashes match (version 2) and its floats are finite."
+    missing = [k for k in _CHECKPOINT_PARTS if k not in ckpt]
+    if missing: raise ValueError(f'{p} is damaged or incomplete: it lacks {", ".join(missing)}')
+    stored = ckpt.pop('sha256', None)
+    if ckpt['version'] >= 2:
+        if not isinstance(stored, dict): raise ValueError(f'{p} is damaged: a version {ckpt["version"]} checkpoint without its sha256 table')
+        now = checkpoint_digests(ckpt)
+        bad = sorted(k for k in stored.keys() | now.keys() if stored.get(k) != now.get(k))
+        if bad: raise ValueError(f'{p} is damaged: the content of {", ".join(bad[:3])}{f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""} '
+                                 'differs from the sha256 stored when it was written; use another copy of the file')
+    else: warnings.warn(f'{p} is a version-{ckpt["version"]} checkpoint without content hashes: only checked for NaN/inf. '
+                        'Saving it again (Trainer.save) adds them.', stacklevel=3)
+    bad = [k for k, t in _tensors(ckpt) if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad: raise ValueError(f'{p} holds NaN or inf in {", ".join(bad[:3])}{f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""}: '
+                             'the run diverged before it was saved, or the file was damaged')
+
 def load_checkpoint(
     path: str | Path,  # a checkpoint file, or a run folder holding checkpoint.pt
     map_location: str | torch.device = 'cpu',  # where the tensors go
 ) -> dict:
-    "Read a checkpoint written by `Trainer.save`, with a clear error for a missing, unreadable or foreign file."
+    "Read a checkpoint written by `Trainer.save`, verified as promised above; a clear error for a missing, damaged or foreign file."
     p = Path(path)
     if p.is_dir():
         if not (p / 'checkpoint.pt').exists(): raise FileNotFoundError(f'no checkpoint.pt in the folder {p}')
@@ -233,9 +276,10 @@ def load_checkpoint(
     if not isinstance(ckpt, dict) or ckpt.get('format') != CHECKPOINT_FORMAT:
         got = ckpt.get('format') if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f'{p} is not a transfusion_nb checkpoint: expected format {CHECKPOINT_FORMAT!r}, got {got!r}')
-    if ckpt.get('version', 0) > CHECKPOINT_VERSION:
-        raise ValueError(f'{p} has checkpoint version {ckpt["version"]}, newer than this transfusion_nb reads '
-                         f'({CHECKPOINT_VERSION}); upgrade transfusion_nb')
+    if not isinstance(ckpt.get('version'), int) or ckpt['version'] > CHECKPOINT_VERSION:
+        raise ValueError(f'{p} has checkpoint version {ckpt.get("version")!r}; this transfusion_nb reads versions up to '
+                         f'{CHECKPOINT_VERSION}: upgrade transfusion_nb')
+    _verify_checkpoint(ckpt, p)
     return ckpt
 
 # %% ../nbs/10_training.ipynb #1e03787c
@@ -259,6 +303,20 @@ def load_weights(
     model.load_state_dict(state_dict)
     return model
 
+# %% ../nbs/10_training.ipynb #9c02cc38
+def check_number(
+    what: str,  # how the error names the value, e.g. 'TrainConfig: lr'
+    v: Any,  # the value to check
+    lo: float = -math.inf, hi: float = math.inf,  # the allowed range
+    integer: bool = False,  # must be an int (a bool is not one)
+    lo_open: bool = False, hi_open: bool = False,  # exclude the bound
+) -> None:
+    "Raise a `ValueError` that names `what`, the range and the value, unless `v` is a finite number in the range."
+    ok_type = isinstance(v, (int, np.integer)) if integer else isinstance(v, (int, float, np.integer, np.floating))
+    if isinstance(v, bool) or not ok_type or not math.isfinite(v) or (v <= lo if lo_open else v < lo) or (v >= hi if hi_open else v > hi):
+        where = f'{"(" if lo_open else "["}{lo:g}, {hi:g}{")" if hi_open or hi == math.inf else "]"}'.replace('[-inf', '(-inf')
+        raise ValueError(f'{what} must be {"an int" if integer else "a finite number"} in {where}, got {v!r}')
+
 # %% ../nbs/10_training.ipynb #1e57b13a
 @dataclass
 class TrainConfig:
@@ -280,14 +338,16 @@ class TrainConfig:
     progress: bool = True  # show a progress bar (process 0 only)
 
     def __post_init__(self):
+        c = lambda k, v=None, **kw: check_number(f'TrainConfig: {k}', getattr(self, k) if v is None else v, **kw)
+        for k in ('steps', 'batch_size', 'micro_batches', 'log_every'): c(k, lo=1, integer=True)
+        for k in ('sample_every', 'ckpt_every', 'seed'): c(k, lo=0, integer=True)
+        c('warmup_steps', lo=0, hi=self.steps, integer=True)
+        c('lr', lo=0, lo_open=True); c('weight_decay', lo=0); c('min_lr_ratio', lo=0, hi=1); c('ema_beta', lo=0, hi=1, hi_open=True)
+        if exists(self.grad_clip): c('grad_clip', lo=0, lo_open=True)
+        if isinstance(self.betas, str) or len(tuple(self.betas)) != 2: raise ValueError(f'TrainConfig: betas must be two numbers, got {self.betas!r}')
         self.betas = tuple(self.betas)
-        for k in ('steps', 'batch_size', 'micro_batches'):
-            if not isinstance(getattr(self, k), int) or getattr(self, k) < 1:
-                raise ValueError(f'TrainConfig: {k} must be a positive int, got {getattr(self, k)!r}')
-        if not 0 <= self.warmup_steps <= self.steps:
-            raise ValueError(f'TrainConfig: warmup_steps must lie in [0, steps={self.steps}], got {self.warmup_steps}')
-        if self.lr <= 0: raise ValueError(f'TrainConfig: lr must be positive, got {self.lr}')
-        if exists(self.grad_clip) and self.grad_clip <= 0: raise ValueError(f'TrainConfig: grad_clip must be positive or None, got {self.grad_clip}')
+        for b in self.betas: c('betas', b, lo=0, hi=1, hi_open=True)
+        if not isinstance(self.progress, bool): raise ValueError(f'TrainConfig: progress must be a bool, got {self.progress!r}')
 
 # %% ../nbs/10_training.ipynb #4dfca392
 def dist_info() -> tuple[int, int, int]:
@@ -320,6 +380,22 @@ def _part(out: Any, name: str) -> tuple[float, float]:
     v = float(v.detach()) if isinstance(v, Tensor) and v.numel() == 1 else v
     return (v, 1.) if isinstance(v, float) and math.isfinite(v) else (0., 0.)
 
+# %% ../nbs/10_training.ipynb #b65524d8
+def writable_dir(
+    path: str | Path,  # the folder to write into
+    what: str = 'out_dir',  # how errors name it (a command passes its flag)
+) -> Path:
+    "Create the folder `path` if needed and write a probe file into it: a clear `OSError` now rather than after a run."
+    p = Path(path)
+    up = next((q for q in (p, *p.parents) if q.exists()), None)
+    if exists(up) and not up.is_dir(): raise NotADirectoryError(f'{what}: {up} is a file, expected a folder' + (f' (for {p})' if up != p else ''))
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=p, prefix='.write-probe-')
+        os.close(fd); os.unlink(probe)
+    except OSError as e: raise PermissionError(f'{what}: cannot write into {p} ({e.strerror or e})') from None
+    return p
+
 # %% ../nbs/10_training.ipynb #eeb3a297
 class Trainer:
     "Trains `model` on a data set of samples: AdamW, warm-up + cosine, clipping, EMA, atomic checkpoints, DDP."
@@ -344,7 +420,7 @@ class Trainer:
             self.net = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == 'cuda' else None,
                                                find_unused_parameters=find_unused_parameters)
         self.data, self.sample_fn, self.extra = data, sample_fn, dict(default(extra, {}))
-        self.out_dir = Path(out_dir) if exists(out_dir) else None
+        self.out_dir = writable_dir(out_dir) if exists(out_dir) and self.rank == 0 else (Path(out_dir) if exists(out_dir) else None)
         self.opt = make_optimizer(self.model, cfg)
         self.ema = EMA(self.model, cfg.ema_beta)
         self.step, self.history, self._epoch = 0, [], None
@@ -396,6 +472,7 @@ def fit(self, until: int | None = None) -> list[dict]:
     from tqdm.auto import tqdm
     cfg = self.config
     until = default(until, cfg.steps)
+    check_number(f'Trainer.fit: until (the step to stop at; now at {self.step})', until, lo=self.step, hi=cfg.steps, integer=True)
     bar = tqdm(total=until, initial=self.step, disable=not (cfg.progress and self.is_main), unit='step', desc='train')
     running = {}
     while self.step < until:
@@ -449,24 +526,49 @@ def load_state_dict(self, ckpt: Mapping) -> None:
 # %% ../nbs/10_training.ipynb #7d373f4c
 @patch_to(Trainer)
 def save(self, path: str | Path | None = None) -> Path:
-    "Write the checkpoint atomically (process 0 only; the others wait for it)."
+    "Write the checkpoint atomically, with the sha256 of its content (process 0 only; the others wait for it)."
     path = Path(default(path, lambda: self._out() / 'checkpoint.pt'))
-    if self.is_main: atomic_save(self.state_dict(), path)
+    if self.is_main:
+        ckpt = self.state_dict()
+        atomic_save({**ckpt, 'sha256': checkpoint_digests(ckpt)}, path)
     if self.world > 1: dist.barrier()
     return path
+
+# %% ../nbs/10_training.ipynb #635023b7
+RESUMABLE: tuple[str, ...] = ('steps', 'micro_batches', 'log_every', 'sample_every', 'ckpt_every', 'progress')  # may change on resume
+
+# %% ../nbs/10_training.ipynb #2e2f4457
+def resumed_config(
+    saved: Mapping,  # the checkpoint's `config`: a dict of `TrainConfig` fields
+    given: Mapping | None = None,  # settings asked for now; those not given keep the saved value
+    step: int = 0,  # the step the checkpoint reached: `steps` may not fall below it
+    names: Mapping[str, str] | None = None,  # how errors name each setting (a command passes its flags)
+) -> TrainConfig:
+    "The config a resumed run continues with: the saved one, with `given` values of `RESUMABLE` settings; any other that differs is an error."
+    given, name = dict(default(given, {})), lambda k: default(names, {}).get(k, k)
+    unknown = sorted(set(given) - set(TrainConfig.__dataclass_fields__))
+    if unknown: raise ValueError(f'resume: unknown settings {unknown}; expected fields of TrainConfig')
+    same = lambda a, b: (tuple(a) if isinstance(a, list) else a) == (tuple(b) if isinstance(b, list) else b)
+    clash = [k for k, v in given.items() if k not in RESUMABLE and k in saved and not same(v, saved[k])]
+    if clash: raise ValueError('resume: ' + '; '.join(f'{name(k)} {given[k]!r} differs from the checkpoint\'s {saved[k]!r}' for k in clash) +
+                               '. These decide what every step computes: leave them out to continue with the checkpoint\'s, or start a new run')
+    cfg = TrainConfig(**{**saved, **given})
+    if cfg.steps < step: raise ValueError(f'resume: {name("steps")} {cfg.steps} is below the step the checkpoint reached ({step})')
+    return cfg
 
 # %% ../nbs/10_training.ipynb #78e0a79a
 @patch_to(Trainer, cls_method=True)
 def resume(cls,
-    path: str | Path,  # a checkpoint, or a run folder holding checkpoint.pt
+    path: str | Path | Mapping,  # a checkpoint, a run folder holding checkpoint.pt, or a checkpoint already loaded
     model: nn.Module,  # a fresh model of the checkpoint's configuration
     data: Any,  # the same data set
-    config: TrainConfig | None = None,  # default: the checkpoint's
+    config: TrainConfig | Mapping | None = None,  # default: the checkpoint's; see `resumed_config` for what may differ
     **kwargs,  # passed to `Trainer`
 ) -> Trainer:
     "A trainer that continues the run saved at `path`."
-    ckpt = load_checkpoint(path)
-    trainer = cls(model, data, default(config, lambda: TrainConfig(**ckpt['config'])), **kwargs)
+    ckpt = path if isinstance(path, Mapping) else load_checkpoint(path)
+    given = asdict(config) if isinstance(config, TrainConfig) else config
+    trainer = cls(model, data, resumed_config(ckpt['config'], given, int(ckpt['step'])), **kwargs)
     trainer.load_state_dict(ckpt)
     return trainer
 
@@ -479,6 +581,10 @@ def save_image_grid(
 ) -> Path:
     "Draw `images` with `utils.show_images` and write the figure to `path` (the folder is created)."
     import matplotlib.pyplot as plt
+    images = torch.as_tensor(images).detach().cpu()
+    if not torch.isfinite(images).all():
+        bad = int((~torch.isfinite(images.flatten(1))).any(1).sum())
+        raise ValueError(f'save_image_grid: {bad} of {len(images)} images contain NaN or inf; not writing {path}')
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     axs = show_images(images, titles, ncols=min(ncols, len(images)))
