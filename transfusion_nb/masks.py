@@ -4,8 +4,8 @@
 
 # %% ../nbs/03_attention_masks.ipynb #80a0041d
 from __future__ import annotations
-import re
-from typing import Callable, NamedTuple, Sequence
+import numbers, re
+from typing import Any, Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +31,19 @@ class Layout(NamedTuple):
     n: int
     markers: bool
 
+# %% ../nbs/03_attention_masks.ipynb #1d32c6e2
+def _check_int(owner: str, name: str, v: Any, lo: int = 1) -> int:
+    "`v` as an int >= `lo` (bools, floats and other types refused), or a sentence naming `owner` and `name`."
+    want = 'a positive int' if lo == 1 else f'an int >= {lo}'
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral): raise TypeError(f'{owner}: {name} must be {want}, got {v!r}')
+    if v < lo: raise ValueError(f'{owner}: {name} must be {want}, got {v!r}')
+    return int(v)
+
+def _check_flag(owner: str, name: str, v: Any) -> bool:
+    "Raise unless `v` is True or False."
+    if not isinstance(v, bool): raise TypeError(f'{owner}: {name} must be True or False, got {v!r}')
+    return v
+
 # %% ../nbs/03_attention_masks.ipynb #f9f69c71
 _LAYOUT_ITEM = re.compile(r'^([tip])(\d+)(?::(\d+))?$')
 
@@ -39,6 +52,8 @@ def parse_layout(
     markers: bool = True,  # add a BOI token before and an EOI token after every image
 ) -> Layout:
     "Parse a layout string such as `t4 i9 t3 i4` into a `Layout`."
+    if not isinstance(layout, str): raise TypeError(f'parse_layout: layout must be a string such as "t4 i9 t3", got {type(layout).__name__}')
+    _check_flag('parse_layout', 'markers', markers)
     items = layout.replace(',', ' ').split()
     if not items: raise ValueError(f'parse_layout: empty layout {layout!r}; expected items like "t4 i9 t3"')
     spans, pos, pad = [], 0, 0
@@ -93,6 +108,9 @@ def check_modality_positions(
     markers: bool = False,  # also require room for BOI at offset-1 and EOI at offset+length
 ) -> Tensor:
     "Validate `modality_positions` against the data contract; return `seq_lens` as a LongTensor `(b,)`."
+    _check_int('check_modality_positions', 'n', n)
+    if exists(num_types): _check_int('check_modality_positions', 'num_types', num_types)
+    _check_flag('check_modality_positions', 'markers', markers)
     mp = modality_positions
     if not isinstance(mp, Tensor) or mp.ndim != 3 or mp.shape[-1] != 3:
         got = tuple(mp.shape) if isinstance(mp, Tensor) else type(mp).__name__
@@ -105,7 +123,7 @@ def check_modality_positions(
     def span(b, k): return f'sample {b}, span {k} = (type, offset, length) = {tuple(mp[b, k].tolist())}'
     def fail(bad, why):
         idx = _first_bad(bad)
-        if exists(idx): raise ValueError(f'{span(*idx[:2])}: {why(*idx[:2])}')
+        if exists(idx): raise ValueError(f'modality_positions: {span(*idx[:2])}: {why(*idx[:2])}')
     fail(lengths < 0, lambda b, k: 'negative length')
     fail(real & (offs < 0), lambda b, k: 'negative offset')
     fail(real & (types < 0), lambda b, k: 'negative modality type')
@@ -113,7 +131,7 @@ def check_modality_positions(
     fail(real & (ends > lens[:, None]), lambda b, k: f'ends at {int(ends[b, k])}, past the sequence end (seq_len {int(lens[b])})')
     fail(~real[:, :-1] & real[:, 1:], lambda b, k: 'is a padding row (length 0) followed by a real span; padding rows must come last')
     ov = _first_overlap(offs, ends, real)
-    if exists(ov): raise ValueError(f'{span(ov[0], ov[1])} and {span(ov[0], ov[2])[len(f"sample {ov[0]}, "):]} overlap')
+    if exists(ov): raise ValueError(f'modality_positions: {span(ov[0], ov[1])} and {span(ov[0], ov[2])[len(f"sample {ov[0]}, "):]} overlap')
     both = real[:, :-1] & real[:, 1:]
     fail(both & (offs[:, 1:] < offs[:, :-1]), lambda b, k: 'is followed by a span with a smaller offset; real spans must be sorted by offset')
     if markers:
@@ -132,11 +150,18 @@ def modality_positions_tensor(
     device=None,
 ) -> Tensor:
     "Build the `(b, m, 3)` LongTensor from Python lists: sort each sample by offset, pad with length-0 rows, validate."
+    _check_int('modality_positions_tensor', 'n', n)
+    if isinstance(spans, (str, Tensor)) or not isinstance(spans, Sequence):
+        raise TypeError(f'modality_positions_tensor: spans must be a list (one per sample) of lists of spans, got {type(spans).__name__}')
     rows = []
     for b, sample in enumerate(spans):
-        sample = [tuple(int(v) for v in s) for s in sample]
+        if isinstance(sample, (str, Tensor)) or not isinstance(sample, Sequence):
+            raise TypeError(f'sample {b}: expected a list of spans (type, offset, length), got {type(sample).__name__}')
         for s in sample:
-            if len(s) not in (2, 3): raise ValueError(f'sample {b}: a span is (type, offset, length) or (offset, length), got {s}')
+            if not isinstance(s, Sequence) or len(s) not in (2, 3): raise ValueError(f'sample {b}: a span is (type, offset, length) or (offset, length), got {s}')
+            if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in s):
+                raise TypeError(f'sample {b}, span {tuple(s)}: type, offset and length must be ints')
+        sample = [tuple(int(v) for v in s) for s in sample]
         sample = [s if len(s) == 3 else (0, *s) for s in sample]
         for s in sample:
             if s[2] < 0: raise ValueError(f'sample {b}, span (type, offset, length) = {s}: negative length')
@@ -157,7 +182,14 @@ def batch_layouts(
     device=None,
 ) -> tuple[Tensor, Tensor, int]:
     "`(modality_positions, seq_lens, n)` for a batch of layouts, right-padded to the longest."
+    if isinstance(layouts, (str, Layout)) or not isinstance(layouts, Sequence) or not layouts:
+        raise ValueError(f'batch_layouts: expected a non-empty list of layouts (one per sample), got {layouts!r}')
+    bad = [l for l in layouts if not isinstance(l, (str, Layout))]
+    if bad: raise TypeError(f'batch_layouts: each layout must be a Layout or a layout string, got {type(bad[0]).__name__}')
     layouts = [parse_layout(l, markers) if isinstance(l, str) else l for l in layouts]
+    for k, l in enumerate(layouts):
+        if not (isinstance(l.seq_len, int) and isinstance(l.n, int) and 1 <= l.seq_len <= l.n):
+            raise ValueError(f'batch_layouts: layout {k} needs 1 <= seq_len <= n (real tokens, then padding), got seq_len={l.seq_len!r}, n={l.n!r}')
     n = max(l.n for l in layouts)
     seq_lens = torch.tensor([l.seq_len for l in layouts], device=device)
     return modality_positions_tensor([l.spans for l in layouts], n, seq_lens, device=device), seq_lens, n
@@ -174,8 +206,10 @@ def _span_labels(values: Tensor, modality_positions: Tensor, n: int) -> Tensor:
 def modality_ids(
     modality_positions: Tensor,  # (b, m, 3) = (type, offset, length)
     n: int,  # sequence length
+    validate: bool = True,  # check the spans first (`check_modality_positions`): a span outside [0, n) is an error, never clipped
 ) -> Tensor:
     "Per token, the index `k` of the span (image) it belongs to, -1 for text and padding: `(b, n)` long."
+    if validate: check_modality_positions(modality_positions, n)
     b, m, _ = modality_positions.shape
     return _span_labels(torch.arange(m, device=modality_positions.device).expand(b, m), modality_positions, n)
 
@@ -183,26 +217,32 @@ def modality_ids(
 def modality_types(
     modality_positions: Tensor,  # (b, m, 3) = (type, offset, length)
     n: int,  # sequence length
+    validate: bool = True,  # check the spans first (`check_modality_positions`): a span outside [0, n) is an error, never clipped
 ) -> Tensor:
     "Per token, the modality type of its span, -1 for text and padding: `(b, n)` long."
+    if validate: check_modality_positions(modality_positions, n)
     return _span_labels(modality_positions[..., 0], modality_positions, n)
 
 # %% ../nbs/03_attention_masks.ipynb #06e3ffbb
 def is_modality_token(
     modality_positions: Tensor,  # (b, m, 3) = (type, offset, length)
     n: int,  # sequence length
+    validate: bool = True,  # check the spans first (`check_modality_positions`): a span outside [0, n) is an error, never clipped
 ) -> Tensor:
     "True where the token is an image (modality) token: `(b, n)` bool."
-    return modality_ids(modality_positions, n) >= 0
+    return modality_ids(modality_positions, n, validate) >= 0
 
 # %% ../nbs/03_attention_masks.ipynb #03e5b9f6
 def modality_type_masks(
     modality_positions: Tensor,  # (b, m, 3) = (type, offset, length)
     n: int,  # sequence length
     num_types: int = 1,  # number of modality types o
+    validate: bool = True,  # check the spans first, types included (a type >= num_types is an error)
 ) -> Tensor:
     "True where the token belongs to a span of type `o`: `(b, o, n)` bool."
-    types = modality_types(modality_positions, n)  # (b, n)
+    _check_int('modality_type_masks', 'num_types', num_types)
+    if validate: check_modality_positions(modality_positions, n, num_types=num_types)
+    types = modality_types(modality_positions, n, validate=False)  # (b, n)
     return types[:, None, :] == torch.arange(num_types, device=types.device)[None, :, None]
 
 # %% ../nbs/03_attention_masks.ipynb #de03d2c6
@@ -213,7 +253,9 @@ def attn_mask_loop(
     kv_start: Sequence[Sequence[int]] | None = None,  # (b, n): the first key each query may see; None = 0
 ) -> Tensor:
     "The oracle: the Transfusion mask `(b, n, n)` from three plain loops (`True` = may attend). Slow; for tests."
+    modality_positions_tensor(spans, n, seq_lens)  # the same checks as the fast versions: the oracle refuses what they refuse
     seq_lens = default(seq_lens, [n] * len(spans))
+    if exists(kv_start): _check_kv_start(torch.as_tensor(kv_start), len(spans), n)
     mask = torch.zeros(len(spans), n, n, dtype=torch.bool)
     for b, sample in enumerate(spans):
         for i in range(n):
@@ -241,7 +283,7 @@ def kv_limits(
 def _check_kv_start(kv_start: Tensor, b: int, n: int) -> Tensor:
     "`kv_start` as a `(b, n)` LongTensor in which every query still sees itself."
     if not isinstance(kv_start, Tensor) or tuple(kv_start.shape) != (b, n) or kv_start.is_floating_point():
-        raise ValueError(f'kv_start must be an integer tensor of shape ({b}, {n}), got {getattr(kv_start, "shape", type(kv_start).__name__)}')
+        raise ValueError(f'kv_start must be an integer tensor of shape ({b}, {n}), got {f"{tuple(kv_start.shape)} {kv_start.dtype}" if isinstance(kv_start, Tensor) else type(kv_start).__name__}')
     bad = _first_bad((kv_start < 0) | (kv_start > torch.arange(n, device=kv_start.device)))
     if exists(bad): raise ValueError(f'kv_start[{bad[0]}, {bad[1]}] = {int(kv_start[bad])} must lie in [0, {bad[1]}]: a query must see itself')
     return kv_start.long()
@@ -267,6 +309,8 @@ _KIND_COLORS = {'text': '#c8c8c8', 'BOI/EOI': '#6b6b6b', 'pad': '#ffffff'}
 _TYPE_COLORS = ['#e8871e', '#2a9d8f', '#8e5bd0', '#d1495b']  # image types 0, 1, 2, 3
 
 def _as_layout(layout: Layout | str, markers: bool = True) -> Layout:
+    "A `Layout` from a layout or a layout string; a sentence for anything else."
+    if not isinstance(layout, (str, Layout)): raise TypeError(f'expected a Layout or a layout string such as "t4 i9 t3", got {type(layout).__name__}')
     return parse_layout(layout, markers) if isinstance(layout, str) else layout
 
 def _token_colors(lay: Layout) -> list[str]:
@@ -315,6 +359,7 @@ def plot_attn_mask(
 ):
     "Draw the Transfusion mask of one sample: blue = causal, orange = same image only; token kinds along the axes."
     from matplotlib.colors import ListedColormap
+    if exists(block_size): _check_int('plot_attn_mask', 'block_size', block_size)
     lay = _as_layout(layout, markers)
     if not exists(ax): _, ax = new_fig(size=4)
     mp, lens, n = batch_layouts([lay])
@@ -365,6 +410,8 @@ def transfusion_block_mask(
 ):
     "A FlexAttention `BlockMask` for the Transfusion mask, via `create_block_mask` (works on CPU)."
     from torch.nn.attention.flex_attention import create_block_mask
+    _check_int('transfusion_block_mask', 'block_size', block_size)
+    if exists(heads): _check_int('transfusion_block_mask', 'heads', heads)
     mask_mod = transfusion_mask_mod(modality_positions, n, seq_lens, validate, kv_start)
     return create_block_mask(mask_mod, B=modality_positions.shape[0], H=heads, Q_LEN=n, KV_LEN=n,
                              device=modality_positions.device, BLOCK_SIZE=block_size, _compile=compile)
@@ -375,6 +422,10 @@ def block_map(
     block_size: int,  # tile size
 ) -> Tensor:
     "Classify each tile of a dense mask: 0 empty (skipped), 1 partial (masked), 2 full: `(b, i // block, j // block)`."
+    _check_int('block_map', 'block_size', block_size)
+    if not isinstance(mask, Tensor) or mask.ndim != 3 or mask.dtype != torch.bool:
+        got = f'{tuple(mask.shape)} {mask.dtype}' if isinstance(mask, Tensor) else type(mask).__name__
+        raise ValueError(f'block_map: mask must be a bool tensor (b, i, j), got {got}')
     b, ni, nj = mask.shape
     pad_i, pad_j = -ni % block_size, -nj % block_size
     mask = F.pad(mask, (0, pad_j, 0, pad_i), value=False)  # positions past the end count as masked, as in FlexAttention
@@ -390,6 +441,7 @@ def block_density(
     if isinstance(mask, Tensor):
         if not exists(block_size): raise ValueError('block_density: a dense mask needs block_size')
         return (block_map(mask, block_size) > 0).float().mean().item()
+    if not hasattr(mask, 'sparsity'): raise TypeError(f'block_density: mask must be a dense bool tensor or a BlockMask, got {type(mask).__name__}')
     return 1 - mask.sparsity() / 100
 
 # %% ../nbs/03_attention_masks.ipynb #3c10aa1c
@@ -401,6 +453,7 @@ def plot_block_map(
 ):
     "Draw which tiles of a BlockMask are skipped (white), partial (light) or full (dark), with the computed fraction."
     from matplotlib.colors import ListedColormap
+    _check_int('plot_block_map', 'block_size', block_size)
     lay = _as_layout(layout, markers)
     if not exists(ax): _, ax = new_fig(size=4)
     mp, lens, n = batch_layouts([lay])
@@ -422,9 +475,10 @@ def plot_block_map(
 def rotary_positions(
     modality_positions: Tensor,  # (b, m, 3) = (type, offset, length)
     n: int,  # sequence length
+    validate: bool = True,  # check the spans first (`check_modality_positions`): a span outside [0, n) is an error, never clipped
 ) -> Tensor:
     "Positions for RoPE: all patches of an image share the position of its first patch; later tokens shift back. `(b, n)` long."
-    ids = modality_ids(modality_positions, n)  # (b, n)
+    ids = modality_ids(modality_positions, n, validate)  # (b, n)
     prev = F.pad(ids[:, :-1], (1, 0), value=-1)
     repeats = (ids >= 0) & (ids == prev)  # a patch that is not the first of its image
     return torch.arange(n, device=ids.device) - repeats.cumsum(-1)
@@ -457,6 +511,7 @@ def plot_layout(
     axs=None,  # three matplotlib axes; a new figure when None
 ):
     "Mask, block tiles and rotary positions of one layout, side by side."
+    _check_int('plot_layout', 'block_size', block_size)
     lay = _as_layout(layout, markers)
     if not exists(axs): _, axs = new_fig(1, 3, size=3.3)
     plot_attn_mask(lay, block_size=block_size, legend=False, ax=axs[0])

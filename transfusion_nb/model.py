@@ -15,8 +15,8 @@ from torch import nn, Tensor
 
 from .axial_pos_emb import ContinuousAxialPositionalEmbedding
 from .diffusion import DDPM, FlowMatching, check_network_time
-from .masks import dense_attn_mask, rotary_positions, transfusion_block_mask
-from .sequence import Packed, Vocab, _check_int, check_samples, pack
+from .masks import _check_int, dense_attn_mask, rotary_positions, transfusion_block_mask
+from .sequence import Packed, Vocab, check_samples, pack
 from .transformer import TimeEmbedding, Transformer
 from .utils import default, divisible_by, exists, new_fig
 
@@ -426,7 +426,7 @@ def hidden(self, packed:Packed, group_images:list[Tensor], tau:Tensor, drop_cond
         x = x.reshape(b * n, -1).index_copy(0, index, torch.cat([t.reshape(-1, t.shape[-1]) for t in toks]).to(x.dtype)).reshape(b, n, -1)
         cond = self.cond_vectors(tau)                                   # (b, m, d) or None
         if exists(cond): cond_kwargs = dict(cond=cond, is_image=packed.image_ids >= 0, cond_index=packed.image_ids.clamp(min=0))
-    h, cache = self.transformer(x, mask=self.attn_mask(packed, drop_cond), pos=rotary_positions(packed.modality_positions, n),
+    h, cache = self.transformer(x, mask=self.attn_mask(packed, drop_cond), pos=rotary_positions(packed.modality_positions, n, validate=False),
                                 use_cache=use_cache, **cond_kwargs)
     return (h, cache) if use_cache else h
 

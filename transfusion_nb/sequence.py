@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_sequence.ipynb #ec5d7541
 from __future__ import annotations
-import numbers, re
+import re
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Sequence
 
@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from fastcore.basics import patch_to
 from torch import Tensor
 
-from .masks import modality_ids
+from .masks import _check_int, modality_ids
 from .utils import divisible_by, exists, new_fig
 
 # %% auto #0
@@ -95,15 +95,6 @@ def resolve_shape(vocab:Vocab, # the model's vocabulary
     ok = (exists(shape) and len(shape) == 2 and all(divisible_by(s, patch_size) for s in shape)
           and (max_size is None or max(shape) <= max_size))
     return (tuple(shape), True) if ok else (tuple(default_shape), False)
-
-# %% ../nbs/06_sequence.ipynb #8a88df41
-def _check_int(owner:str, name:str, v:Any, lo:int=1) -> int:
-    "`v` as an int >= `lo` (bools, floats and other types refused), or a sentence naming `owner` and `name`."
-    want = 'a positive int' if lo == 1 else f'an int >= {lo}'
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral): raise TypeError(f'{owner}: {name} must be {want}, got {v!r}')
-    if v < lo: raise ValueError(f'{owner}: {name} must be {want}, got {v!r}')
-    return int(v)
-
 
 # %% ../nbs/06_sequence.ipynb #48cdd965
 def _check_item(item:Any, where:str, num_text:int, channels:Sequence[int], patch_size:int) -> tuple[int, Tensor]:
@@ -244,7 +235,7 @@ def pack(samples:Sequence[Sequence[tuple[int, Tensor]]], # checked samples: `(ki
     for i, sp in enumerate(spans):
         if sp: mp[i, :len(sp)] = torch.tensor(sp)
     mp = mp.to(device)
-    image_ids = modality_ids(mp, n)
+    image_ids = modality_ids(mp, n, validate=False)                  # spans built here, valid by construction
     text_like = (image_ids < 0) & (torch.arange(n, device=device) < seq_lens[:, None])      # (b, n)
     target = text_like[:, :-1] & text_like[:, 1:]                                            # current and next are text-like
     labels = F.pad(torch.where(target, ids[:, 1:], -1), (0, 1), value=-1)
