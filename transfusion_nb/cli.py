@@ -4,7 +4,7 @@
 
 # %% ../nbs/90_cli.ipynb #377f1bd2
 from __future__ import annotations
-import argparse, ast, graphlib, json, os, re, sys
+import argparse, ast, graphlib, json, math, os, re, sys, warnings
 from pathlib import Path
 from typing import Mapping
 
@@ -12,35 +12,114 @@ import torch
 
 import transfusion_nb
 from .utils import exists, default, seeded
-from .training import close_distributed
-from .digits import DIGITS_MODEL, DIGITS_TRAIN, DIGITS_GUIDANCE, train_digits, load_trained, save_png, read_images
+from .training import close_distributed, load_checkpoint, writable_dir
+from .data import digits_datasets
+from .digits import DIGITS_MODEL, DIGITS_TRAIN, DIGITS_DATA, DIGITS_GUIDANCE, train_digits, load_trained, save_png, read_images, resume_settings
 
 # %% auto #0
-__all__ = ['NOTEBOOKS', 'train_command', 'sample_command', 'caption_command', 'add_commands', 'run_command', 'notebook_map',
-           'read_subtitle', 'module_imports', 'notebook_number', 'import_graph', 'check_import_order',
-           'cell_directives', 'make_readme', 'check_readme', 'main']
+__all__ = ['positive_int', 'non_negative_int', 'positive_float', 'finite_float', 'TRAIN_FLAGS', 'NOTEBOOKS', 'CommandParser',
+           'number_arg', 'run_name', 'png_path', 'train_command', 'sample_command', 'caption_command', 'add_commands',
+           'run_command', 'notebook_map', 'read_subtitle', 'module_imports', 'notebook_number', 'import_graph',
+           'check_import_order', 'cell_directives', 'make_readme', 'check_readme', 'main']
+
+# %% ../nbs/90_cli.ipynb #41ac9f4c
+class CommandParser(argparse.ArgumentParser):
+    "An `ArgumentParser` whose usage errors are one line on stderr, `transfusion-nb train: error: argument --depth: ...`, exit status 2."
+    def error(self, message: str):
+        self.exit(2, f'{self.prog}: error: {message}\n')
+
+# %% ../nbs/90_cli.ipynb #6f9f926d
+def number_arg(
+    integer: bool = False,  # parse an int, else a float
+    lo: float = -math.inf, hi: float = math.inf,  # the allowed range
+    lo_open: bool = False,  # exclude lo
+    what: str | None = None,  # how the message names what is expected (default: from the range)
+):
+    "An argparse `type=` function: the string as a finite number in the range, else an `ArgumentTypeError` that says what was expected and what came."
+    what = default(what, lambda: ('an integer' if integer else 'a finite number') + (f' > {lo:g}' if lo_open else f' >= {lo:g}' if lo > -math.inf else '')
+                                 + (f' and <= {hi:g}' if hi < math.inf else ''))
+    def parse(s: str):
+        try: v = int(s) if integer else float(s)
+        except ValueError: v = None
+        if v is None or not math.isfinite(v) or (v <= lo if lo_open else v < lo) or v > hi:
+            raise argparse.ArgumentTypeError(f'expected {what}, got {s!r}')
+        return v
+    parse.__name__ = what
+    return parse
+
+# %% ../nbs/90_cli.ipynb #a276e9b1
+positive_int, non_negative_int = number_arg(True, 1, what='a positive integer'), number_arg(True, 0, what='an integer >= 0')
+positive_float, finite_float = number_arg(lo=0, lo_open=True, what='a finite number > 0'), number_arg(what='a finite number')
+
+# %% ../nbs/90_cli.ipynb #6abd517e
+def run_name(s: str) -> str:
+    "An argparse `type=` function for `--name`: one folder name, no path."
+    if not s.strip() or s in ('.', '..') or any(c in s for c in '/\\') or s != s.strip():
+        raise argparse.ArgumentTypeError(f'expected a folder name (no "/", not empty, "." or ".."), got {s!r}')
+    return s
+
+def png_path(s: str) -> Path:
+    "An argparse `type=` function for `--out`: a file name ending in .png that is not a folder."
+    p = Path(s)
+    if p.is_dir(): raise argparse.ArgumentTypeError(f'{s!r} is a folder; expected a file name ending in .png')
+    if p.suffix.lower() != '.png': raise argparse.ArgumentTypeError(f'expected a file name ending in .png, got {s!r}')
+    return p
 
 # %% ../nbs/90_cli.ipynb #2e21bc1a
-def _fail(command: str, e: Exception) -> int:
+def _fail(command: str, e: Exception | str, code: int = 1) -> int:
+    "Print the one-line error of `command` and return its exit code (1: a failure, 2: bad arguments)."
     print(f'transfusion-nb {command}: error: {e}', file=sys.stderr)
-    return 1
+    return code
 
+TRAIN_FLAGS: dict[str, str] = {k: '--' + k.replace('_', '-') for k in ('steps', 'batch_size', 'lr', 'warmup_steps', 'sample_every',
+                                                                         'ckpt_every', 'seed', 'dim', 'depth')}
+
+def _train_settings(args: argparse.Namespace) -> tuple[dict, dict]:
+    "The training and model settings the flags ask for: only those given."
+    pick = lambda ks: {k: getattr(args, k) for k in ks if exists(getattr(args, k))}
+    return pick(('steps', 'batch_size', 'lr', 'warmup_steps', 'sample_every', 'ckpt_every')), pick(('dim', 'depth'))
+
+# %% ../nbs/90_cli.ipynb #f6e3c9d4
+def _check_train(args: argparse.Namespace, out: Path, rank: int) -> str | None:
+    "What is wrong with `train`'s flags taken together (or with the checkpoint they resume), before any training; None when nothing is."
+    overrides, model_overrides = _train_settings(args)
+    if rank == 0:
+        try: writable_dir(out, '--runs-dir')
+        except OSError as e: return str(e)
+    if args.resume and (out / 'checkpoint.pt').exists():
+        ckpt = load_checkpoint(out / 'checkpoint.pt')  # a damaged one fails here (exit 1), before anything else
+        try: cfg = resume_settings(ckpt, overrides, model_overrides, args.seed, names=TRAIN_FLAGS)
+        except ValueError as e: return str(e)
+        steps, warmup, batch = cfg.steps, cfg.warmup_steps, cfg.batch_size
+    else:
+        steps, batch = overrides.get('steps', DIGITS_TRAIN['steps']), overrides.get('batch_size', DIGITS_TRAIN['batch_size'])
+        warmup = overrides.get('warmup_steps', min(DIGITS_TRAIN['warmup_steps'], steps // 5))
+    if warmup > steps: return f'--warmup-steps {warmup} exceeds --steps {steps}'
+    n, world = len(digits_datasets(**DIGITS_DATA)[0]), int(os.environ.get('WORLD_SIZE', '1'))
+    if batch > n: return f'--batch-size {batch} exceeds the {n} training images'
+    if batch % world: return f'--batch-size {batch} is not a multiple of the {world} processes'
+    return None
+
+# %% ../nbs/90_cli.ipynb #1bfb9757
 def train_command(args: argparse.Namespace) -> int:
     "`transfusion-nb train`: train on the bundled digits and write runs/<name>/."
-    overrides = {k: v for k, v in dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
-                                       sample_every=args.sample_every, ckpt_every=args.ckpt_every).items() if exists(v)}
-    model_overrides = {k: v for k, v in dict(dim=args.dim, depth=args.depth).items() if exists(v)}
+    overrides, model_overrides = _train_settings(args)
     out = Path(args.runs_dir) / args.name
     rank, threads = int(os.environ.get('RANK', '0')), torch.get_num_threads()
+    try: problem = _check_train(args, out, rank)
+    except (OSError, ValueError) as e: return _fail('train', e)
+    if exists(problem): return _fail('train', problem, 2)
     torch.set_num_threads(args.threads)
     try:
         if rank == 0:
             print(f'training Transfusion on the 8x8 digits -> {out}/')
             if (out / 'checkpoint.pt').exists() and not args.resume:
                 print(f'note: {out}/checkpoint.pt exists; this new run replaces it (--resume continues it instead)')
+            if args.resume and not (out / 'checkpoint.pt').exists(): print(f'note: --resume: no {out}/checkpoint.pt yet; starting a new run')
         trainer, m = train_digits(out, seed=args.seed, progress=not args.no_progress, evaluate=not args.no_eval,
                                   n_per_digit=args.eval_per_digit, resume=args.resume, model_overrides=model_overrides, **overrides)
-    except (FileNotFoundError, ValueError) as e: return _fail('train', e)
+    except (OSError, ValueError, FloatingPointError) as e: return _fail('train', e)
+    except KeyboardInterrupt: return _fail('train', 'interrupted; --resume continues from the last checkpoint written (--ckpt-every)', 130)
     finally: close_distributed(); torch.set_num_threads(threads)
     if rank == 0:
         print(f'{m["steps"]} steps in {m["train_seconds"]:.0f} s ({1000 * m["seconds_per_step"]:.0f} ms/step, '
@@ -54,15 +133,20 @@ def train_command(args: argparse.Namespace) -> int:
 # %% ../nbs/90_cli.ipynb #f16d1d3b
 def sample_command(args: argparse.Namespace) -> int:
     "`transfusion-nb sample`: draw images for a prompt with a trained checkpoint."
+    out = default(args.out, lambda: Path(f'{"_".join(args.prompt.split())}.png'))
+    if out.is_dir(): return _fail('sample', f'the default --out {str(out)!r} is a folder; pass --out <file>.png', 2)
+    try: model, tok, ckpt = load_trained(args.ckpt)
+    except (OSError, ValueError) as e: return _fail('sample', e)
+    try: prompt = tok.encode(args.prompt)
+    except ValueError as e: return _fail('sample', f'argument --prompt: {e}', 2)
+    guidance = default(args.guidance, lambda: (ckpt.get('extra') or {}).get('guidance_scale', 1.))
+    if not (isinstance(guidance, (int, float)) and math.isfinite(guidance)):
+        return _fail('sample', f'the checkpoint\'s guidance_scale is {guidance!r}, not a finite number; pass --guidance')
     try:
-        model, tok, ckpt = load_trained(args.ckpt)
-        prompt = tok.encode(args.prompt)
-        guidance = default(args.guidance, lambda: float((ckpt.get('extra') or {}).get('guidance_scale', 1.)))
-        if args.n < 1: raise ValueError(f'--n must be at least 1, got {args.n}')
         with torch.no_grad(), seeded(args.seed) as g:
             images = model.generate_images([prompt] * args.n, steps=args.steps, guidance_scale=guidance, generator=g)
-        out = save_png(images.clamp(-1, 1), default(args.out, lambda: f'{"_".join(args.prompt.split())}.png'))
-    except (FileNotFoundError, ValueError, OSError) as e: return _fail('sample', e)
+        save_png(images, out)  # refuses images with NaN or inf
+    except (OSError, ValueError) as e: return _fail('sample', e)
     print(f'wrote {out}: {args.n} image(s) for {args.prompt!r}')
     return 0
 
@@ -72,12 +156,12 @@ def caption_command(args: argparse.Namespace) -> int:
     try:
         model, tok, _ = load_trained(args.ckpt)
         size = tuple(model.image_sizes[0]) if hasattr(model, 'image_sizes') else (8, 8)
-        batches = [(p, read_images(p, size, args.invert)) for p in args.images]
+        batches = [(p, read_images(p, size, args.invert)) for p in args.images]  # every file read before any is captioned
         for p, x in batches:
             with torch.no_grad(): ids = model.caption(x, max_tokens=args.max_tokens, eos_id=tok.eos_id)
             for j, t in enumerate(ids):
                 print(f'{p}{f"[{j}]" if len(ids) > 1 else ""}: {tok.decode(t.cpu()) or "(empty: the model ended the caption at once)"}')
-    except (FileNotFoundError, ValueError, OSError) as e: return _fail('caption', e)
+    except (OSError, ValueError) as e: return _fail('caption', e)
     return 0
 
 # %% ../nbs/90_cli.ipynb #4101fffc
@@ -86,22 +170,24 @@ def _add_train_parser(subparsers) -> None:
                               description='Train Transfusion on the bundled 8x8 digits and write runs/<name>/: checkpoint.pt, '
                                           'samples.png, captions.png, metrics.json and samples/ grids during training. '
                                           'Several processes: torchrun --nproc_per_node N $(which transfusion-nb) train')
-    t.add_argument('--name', default='digits', help='run name: the folder under --runs-dir (default: %(default)s)')
+    t.add_argument('--name', type=run_name, default='digits', help='run name: the folder under --runs-dir (default: %(default)s)')
     t.add_argument('--runs-dir', default='runs', help='folder of the runs (default: %(default)s)')
-    t.add_argument('--steps', type=int, help=f'optimizer steps (default: {DIGITS_TRAIN["steps"]})')
-    t.add_argument('--batch-size', type=int, help=f'samples per step over all processes (default: {DIGITS_TRAIN["batch_size"]})')
-    t.add_argument('--lr', type=float, help=f'peak learning rate (default: {DIGITS_TRAIN["lr"]})')
-    t.add_argument('--warmup-steps', type=int, help=f'linear warm-up steps (default: {DIGITS_TRAIN["warmup_steps"]}, at most a fifth of --steps)')
-    t.add_argument('--dim', type=int, help=f'model width (default: {DIGITS_MODEL["dim"]})')
-    t.add_argument('--depth', type=int, help=f'transformer layers (default: {DIGITS_MODEL["depth"]})')
-    t.add_argument('--seed', type=int, default=0, help='seed of weights, batches and noise (default: %(default)s)')
-    t.add_argument('--sample-every', type=int, help=f'write a sample grid every N steps (default: {DIGITS_TRAIN["sample_every"]})')
-    t.add_argument('--ckpt-every', type=int, help='also write the checkpoint every N steps (default: at the end only)')
-    t.add_argument('--resume', action='store_true', help='continue from runs/<name>/checkpoint.pt if it exists')
-    t.add_argument('--eval-per-digit', type=int, default=50, help='images generated per digit for the evaluation (default: %(default)s)')
+    t.add_argument('--steps', type=positive_int, help=f'optimizer steps of the whole run (default: {DIGITS_TRAIN["steps"]}; '
+                   'with --resume the checkpoint\'s, and it may be raised to train on)')
+    t.add_argument('--batch-size', type=positive_int, help=f'samples per step over all processes (default: {DIGITS_TRAIN["batch_size"]})')
+    t.add_argument('--lr', type=positive_float, help=f'peak learning rate (default: {DIGITS_TRAIN["lr"]})')
+    t.add_argument('--warmup-steps', type=non_negative_int, help=f'linear warm-up steps (default: {DIGITS_TRAIN["warmup_steps"]}, at most a fifth of --steps)')
+    t.add_argument('--dim', type=positive_int, help=f'model width (default: {DIGITS_MODEL["dim"]})')
+    t.add_argument('--depth', type=positive_int, help=f'transformer layers (default: {DIGITS_MODEL["depth"]})')
+    t.add_argument('--seed', type=non_negative_int, help='seed of weights, batches and noise (default: 0)')
+    t.add_argument('--sample-every', type=non_negative_int, help=f'write a sample grid every N steps, 0: never (default: {DIGITS_TRAIN["sample_every"]})')
+    t.add_argument('--ckpt-every', type=non_negative_int, help='also write the checkpoint every N steps (default: 0, at the end only)')
+    t.add_argument('--resume', action='store_true', help='continue runs/<name>/checkpoint.pt if it exists, with its settings: flags not given '
+                   'keep the checkpoint\'s; one given with another value is an error (except --steps, --sample-every, --ckpt-every)')
+    t.add_argument('--eval-per-digit', type=positive_int, default=50, help='images generated per digit for the evaluation (default: %(default)s)')
     t.add_argument('--no-eval', action='store_true', help='skip the evaluation')
     t.add_argument('--no-progress', action='store_true', help='no progress bar')
-    t.add_argument('--threads', type=int, default=1, help='torch threads per process (default: %(default)s; the model is small: '
+    t.add_argument('--threads', type=positive_int, default=1, help='torch threads per process (default: %(default)s; the model is small: '
                    'a second thread gains about 10%% on an idle machine and loses much more on a busy one)')
     t.set_defaults(run=train_command)
 
@@ -110,11 +196,11 @@ def _add_sample_parser(subparsers) -> None:
     s = subparsers.add_parser('sample', help='draw images for a prompt with a trained checkpoint')
     s.add_argument('--ckpt', default='runs/digits/checkpoint.pt', help='checkpoint or run folder (default: %(default)s)')
     s.add_argument('--prompt', required=True, help='the caption, e.g. "seven"')
-    s.add_argument('--out', help='the PNG to write (default: <prompt>.png)')
-    s.add_argument('--n', type=int, default=8, help='images to draw, side by side (default: %(default)s)')
-    s.add_argument('--steps', type=int, help='sampler steps (default: the model\'s)')
-    s.add_argument('--guidance', type=float, help=f'classifier-free guidance scale (default: the run\'s, {DIGITS_GUIDANCE} for train\'s)')
-    s.add_argument('--seed', type=int, default=0, help='seed of the noise (default: %(default)s)')
+    s.add_argument('--out', type=png_path, help='the PNG to write (default: <prompt>.png)')
+    s.add_argument('--n', type=number_arg(True, 1, 1000), default=8, help='images to draw, side by side, 1 to 1000 (default: %(default)s)')
+    s.add_argument('--steps', type=number_arg(True, 1, 10_000), help='sampler steps, 1 to 10000 (default: the model\'s)')
+    s.add_argument('--guidance', type=number_arg(lo=0), help=f'classifier-free guidance scale >= 0, 1: none (default: the run\'s, {DIGITS_GUIDANCE} for train\'s)')
+    s.add_argument('--seed', type=non_negative_int, default=0, help='seed of the noise (default: %(default)s)')
     s.set_defaults(run=sample_command)
 
 def _add_caption_parser(subparsers) -> None:
@@ -122,7 +208,7 @@ def _add_caption_parser(subparsers) -> None:
     c.add_argument('images', nargs='+', help='image files; a strip k times as wide as tall holds k images (what sample writes)')
     c.add_argument('--ckpt', default='runs/digits/checkpoint.pt', help='checkpoint or run folder (default: %(default)s)')
     c.add_argument('--invert', action='store_true', help='the images are dark on light (the data is light on dark)')
-    c.add_argument('--max-tokens', type=int, default=4, help='tokens per caption at most (default: %(default)s)')
+    c.add_argument('--max-tokens', type=number_arg(True, 1, 256), default=4, help='tokens per caption at most, 1 to 256 (default: %(default)s)')
     c.set_defaults(run=caption_command)
 
 # %% ../nbs/90_cli.ipynb #665671f3
@@ -144,7 +230,7 @@ NOTEBOOKS: list[tuple[str, str]] = [
     ('01_axial_pos_emb.ipynb', "Where a token sits in its image: one small MLP per axis turns a coordinate into a vector, and a token's position embedding is the sum of its axes' vectors, for grids of any size"),
     ('02_hyper_connections.ipynb', "Residual streams that learn how layers connect (Zhu et al. 2024): n copies of the hidden state, mixed into each layer's input (α) and written back after it (β)"),
     ('03_attention_masks.ipynb', 'Causal text and bidirectional images in one sequence: spans, the mask built three ways (loop, dense for SDPA, FlexAttention block mask), padding, rotary positions'),
-    ('04_diffusion.ipynb', 'DDPM as in the paper (cosine schedule, ε-prediction, ancestral and DDIM sampling) and flow matching as in the reference code (velocity, Euler and midpoint), behind one interface'),
+    ('04_diffusion.ipynb', 'DDPM as in the paper (cosine schedule, ε-prediction, ancestral and DDIM sampling) and flow matching as in the reference code (velocity, Euler and midpoint), behind one interface; ε, v and x prediction as three parameterisations of one denoiser'),
     ('05_transformer.ipynb', 'One transformer for text tokens and image patches: RMSNorm, rotary positions, multi-head attention under the Transfusion mask with a key/value cache, a SwiGLU feed-forward, time conditioning for image tokens, hyper-connections and a final norm'),
     ('06_sequence.ipynb', "The model's token ids, an image's shape written as text, checking a batch, and packing it into one padded sequence with BOI/EOI around every image, and back"),
     ('07_transfusion.ipynb', 'Images in and out of the transformer (patches, linear or U-Net), one transformer over the packed sequence, and the loss: the text cross-entropy plus λ times the diffusion loss'),
@@ -294,7 +380,7 @@ def check_readme(nb_path: str | Path = 'nbs/index.ipynb', readme_path: str | Pat
 
 # %% ../nbs/90_cli.ipynb #5a09c1c4
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='transfusion-nb',
+    p = CommandParser(prog='transfusion-nb',
         description='Transfusion (next-token prediction + diffusion in one transformer), built in literate notebooks.')
     p.add_argument('--version', action='version', version=f'transfusion_nb {transfusion_nb.__version__}')
     sub = p.add_subparsers(dest='command', metavar='COMMAND')
@@ -306,17 +392,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument('--out', default='README.md', help='the README to write (default: %(default)s)')
     return p
 
-def main(argv: list[str] | None = None) -> int:
-    "Entry point of the `transfusion-nb` console script."
-    p = _parser()
-    args = p.parse_args(argv)
-    if exists(getattr(args, 'run', None)): return args.run(args) or 0
-    if args.command in (None, 'notebooks'):
-        print(f'transfusion_nb {transfusion_nb.__version__}\n')
-        print(notebook_map())
-        if args.command is None: print('\nRun `transfusion-nb --help` for the commands.')
-        return 0
-    if args.command == 'readme':
+def _readme_command(args: argparse.Namespace) -> int:
+    try:
         if args.check:
             stale = check_readme(args.nb, args.out)
             if stale:
@@ -326,5 +403,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f'{args.out} is up to date with {args.nb}')
             return 0
         for f in make_readme(args.nb, args.out): print(f'wrote {f}')
-        return 0
+    except (OSError, ValueError) as e: return _fail('readme', e)
+    return 0
+
+def main(argv: list[str] | None = None) -> int:
+    "Entry point of the `transfusion-nb` console script."
+    p = _parser()
+    args = p.parse_args(argv)
+    with warnings.catch_warnings():  # a warning is one line too, e.g. for a checkpoint without hashes
+        warnings.showwarning = lambda message, *a, **k: print(f'transfusion-nb: warning: {message}', file=sys.stderr)
+        if exists(getattr(args, 'run', None)): return args.run(args) or 0
+        if args.command in (None, 'notebooks'):
+            print(f'transfusion_nb {transfusion_nb.__version__}\n')
+            print(notebook_map())
+            if args.command is None: print('\nRun `transfusion-nb --help` for the commands.')
+            return 0
+        if args.command == 'readme': return _readme_command(args)
     p.error(f'unknown command {args.command!r}')
