@@ -4,9 +4,9 @@
 
 # %% ../nbs/01_axial_pos_emb.ipynb #87e15641
 from __future__ import annotations
-import operator
+import math, operator
 from math import prod
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from fastcore.basics import patch_to
@@ -25,6 +25,31 @@ __all__ = ['axial_sizes', 'axial_mlp', 'combine_factorized', 'ContinuousAxialPos
 # einops letters (see transfusion_nb.utils.EINOPS_GLOSSARY):
 #   b batch, n sequence (flattened grid), d width, y image height, x image width,
 #   f video frames (local to this module), a positions along one axis (local to this module)
+
+# %% ../nbs/01_axial_pos_emb.ipynb #3425f6e8
+def _check_int(owner:str, name:str, v:Any, lo:int|None=1) -> int:
+    "`v` as an int >= `lo` (any int when `lo` is None; bools, floats and other types refused), or a sentence naming `owner` and `name`."
+    want = 'an int' if lo is None else 'a positive int' if lo == 1 else f'an int >= {lo}'
+    try:
+        if isinstance(v, bool): raise TypeError
+        iv = operator.index(v)                 # ints, NumPy ints, 0-d integer tensors
+    except TypeError: raise TypeError(f'{owner}: {name} must be {want}, got {v!r}') from None
+    if lo is not None and iv < lo: raise ValueError(f'{owner}: {name} must be {want}, got {v!r}')
+    return iv
+
+def _check_real(owner:str, name:str, v:Any, ok:Callable[[float], bool], want:str) -> float:
+    "`v` as a float if it is a finite real number (not a bool) for which `ok(v)` holds; a sentence naming it otherwise."
+    try:
+        if isinstance(v, (bool, str, bytes, complex)): raise TypeError
+        f = float(v)
+    except (TypeError, ValueError, RuntimeError): raise TypeError(f'{owner}: {name} must be {want}, got {v!r}') from None
+    if not (math.isfinite(f) and ok(f)): raise ValueError(f'{owner}: {name} must be {want}, got {v!r}')
+    return f
+
+def _check_flag(owner:str, name:str, v:Any) -> bool:
+    "Raise unless `v` is True or False."
+    if not isinstance(v, bool): raise TypeError(f'{owner}: {name} must be True or False, got {v!r}')
+    return v
 
 # %% ../nbs/01_axial_pos_emb.ipynb #98d27ce9
 def axial_sizes(axial_dims:Tensor|torch.Size|Sequence[int]|int, # grid shape, e.g. (16, 32), `torch.Size` or a 1-D int tensor
@@ -53,6 +78,9 @@ def axial_mlp(dim_in:int, # input features (1: a coordinate)
               expansion:float=2., # hidden width = int(expansion * max(dim_in, dim_out))
              ) -> nn.Sequential:
     "`depth` Linear-SiLU layers then a Linear: maps a coordinate to a `dim_out`-vector."
+    _check_int('axial_mlp', 'dim_in', dim_in); _check_int('axial_mlp', 'dim_out', dim_out); _check_int('axial_mlp', 'depth', depth, lo=0)
+    _check_real('axial_mlp', 'expansion', expansion, lambda e: depth == 0 or int(e * max(dim_in, dim_out)) >= 1,
+                f'a number with a hidden width int(expansion * {max(dim_in, dim_out)}) >= 1')
     dim_hidden = int(expansion * max(dim_in, dim_out))
     layers, d = [], dim_in
     for _ in range(depth):
@@ -67,7 +95,13 @@ def combine_factorized(axial_embeds:Sequence[Tensor], # per-axis embeddings [(N_
                        flatten:bool=False, # return (n, d) in row-major order instead of (*axial_dims, d)
                       ) -> Tensor:
     "Sum per-axis embeddings by broadcasting into the grid (*axial_dims, d), or the row-major sequence (n, d)."
+    _check_flag('combine_factorized', 'flatten', flatten)
+    if isinstance(axial_embeds, Tensor) or not isinstance(axial_embeds, Sequence):
+        raise TypeError(f'combine_factorized: axial_embeds must be a list of (N_i, d) tensors, one per axis, got {type(axial_embeds).__name__}')
     if len(axial_embeds) == 0: raise ValueError('combine_factorized needs at least one axis embedding, got none')
+    bad = [k for k, e in enumerate(axial_embeds) if not isinstance(e, Tensor) or e.ndim != 2]
+    if bad: raise ValueError(f'combine_factorized: each axis embedding must be a (N_i, d) tensor; axis {bad[0]} is '
+                             f'{tuple(axial_embeds[bad[0]].shape) if isinstance(axial_embeds[bad[0]], Tensor) else type(axial_embeds[bad[0]]).__name__}')
     widths = [e.shape[-1] for e in axial_embeds]
     if len(set(widths)) != 1: raise ValueError(f'all axis embeddings must have the same width d, got widths {widths}')
     lengths = tuple(e.shape[0] for e in axial_embeds)
@@ -93,8 +127,12 @@ class ContinuousAxialPositionalEmbedding(nn.Module):
                  mlp_expansion:float=2., # hidden width of each MLP, as a multiple of `dim`
                 ):
         super().__init__()
+        for k, v in dict(dim=dim, num_axial_dims=num_axial_dims).items(): _check_int('ContinuousAxialPositionalEmbedding', k, v, lo=None)   # the sign below
         if dim <= 0 or num_axial_dims <= 0:
-            raise ValueError(f'dim and num_axial_dims must be positive, got dim={dim}, num_axial_dims={num_axial_dims}')
+            raise ValueError(f'ContinuousAxialPositionalEmbedding: dim and num_axial_dims must be positive, got dim={dim}, num_axial_dims={num_axial_dims}')
+        _check_int('ContinuousAxialPositionalEmbedding', 'mlp_depth', mlp_depth, lo=0)
+        _check_real('ContinuousAxialPositionalEmbedding', 'mlp_expansion', mlp_expansion, lambda e: mlp_depth == 0 or int(e * dim) >= 1,
+                    f'a number with a hidden width int(mlp_expansion * dim) >= 1 (dim={dim})')
         self.dim, self.num_axial_dims = dim, num_axial_dims
         self.mlps = nn.ModuleList([axial_mlp(1, dim, mlp_depth, mlp_expansion) for _ in range(num_axial_dims)])
 
@@ -114,6 +152,8 @@ def forward(self,
             return_factorized:bool=False, # return the per-axis embeddings [(N_i, d)] instead
            ) -> Tensor|list[Tensor]:
     "Embeddings for every position of a grid: (*axial_dims, d), (n, d) or per axis [(N_i, d)]."
+    _check_flag('ContinuousAxialPositionalEmbedding', 'flatten', flatten)
+    _check_flag('ContinuousAxialPositionalEmbedding', 'return_factorized', return_factorized)
     if flatten and return_factorized:
         raise ValueError('return_factorized=True returns one tensor per axis: combine them with '
                          'combine_factorized(..., flatten=True) instead of passing flatten=True')
@@ -142,6 +182,8 @@ def forward_shapes(self,
                    flatten:bool=True, # each result as (n, d) (else (*shape, d))
                   ) -> list[Tensor]:
     "Embeddings for many shapes, running the MLPs once for the largest size along each axis (the Transfusion path)."
+    if isinstance(shapes, (Tensor, str)) or not isinstance(shapes, Sequence):
+        raise TypeError(f'forward_shapes: shapes must be a list of grid shapes, one per item, got {type(shapes).__name__}')
     sizes = [axial_sizes(s, self.num_axial_dims) for s in shapes]
     if len(sizes) == 0: return []
     largest = tuple(max(col) for col in zip(*sizes))
@@ -165,6 +207,8 @@ def forward_with_pos(self,
         raise ValueError(f'positions must lie in [0, {n}) for the shape {sizes}, '
                          f'got values in [{pos.min().item()}, {pos.max().item()}]')
     factorized = default(factorized, lambda: self(sizes, return_factorized=True))
+    if isinstance(factorized, Tensor) or not all(isinstance(e, Tensor) and e.ndim == 2 for e in factorized):
+        raise TypeError('forward_with_pos: factorized must be a list of (N_i, d) tensors, one per axis')
     if len(factorized) != self.num_axial_dims or any(e.shape[0] < s for e, s in zip(factorized, sizes)):
         raise ValueError(f'factorized embeddings of lengths {[e.shape[0] for e in factorized]} do not cover the shape {sizes}')
     out = None
@@ -182,12 +226,14 @@ class AxialPositionalEmbedding(nn.Module):
                  axial_dims:Sequence[int]|None=None, # per-axis widths to concatenate (summing to `dim`); default: sum full-width vectors
                 ):
         super().__init__()
+        _check_int('AxialPositionalEmbedding', 'dim', dim)
         self.dim, self.shape = dim, axial_sizes(axial_shape)
         self.max_seq_len = prod(self.shape)
         self.summed = not exists(axial_dims)
         widths = (dim,) * len(self.shape) if self.summed else tuple(axial_dims)
         if len(widths) != len(self.shape):
             raise ValueError(f'expected one width per axis ({len(self.shape)}), got axial_dims={widths}')
+        for w in widths: _check_int('AxialPositionalEmbedding', 'each of axial_dims', w)
         if not self.summed and sum(widths) != dim:
             raise ValueError(f'concatenated axial_dims must sum to dim={dim}, got {widths} (sum {sum(widths)})')
         self.weights = nn.ParameterList()
@@ -217,6 +263,8 @@ def forward(self,
 @patch_to(AxialPositionalEmbedding)
 def forward_seq(self, x:Tensor) -> Tensor: # tokens (b, n, d)
     "Embeddings of the first n flattened positions, (b, n, d) in the dtype of `x` (the published `forward(x)`)."
+    if not isinstance(x, Tensor) or x.ndim != 3:
+        raise ValueError(f'forward_seq: x must be tokens (b, n, d), got {tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}')
     b, n, _ = x.shape
     if n > self.max_seq_len:
         raise ValueError(f'a sequence of {n} tokens is longer than the table\'s {self.max_seq_len} positions '
@@ -232,7 +280,13 @@ def plot_axial_pos_emb(axial_embeds:Sequence[Tensor], # per-axis embeddings [(N_
                        size:float=2.6, # inches per panel for a new figure
                       ):
     "Heatmaps of per-axis positional embeddings, position (rows) by channel (columns), one panel per axis."
+    if isinstance(axial_embeds, Tensor) or not isinstance(axial_embeds, Sequence) or not axial_embeds or \
+       not all(isinstance(e, Tensor) and e.ndim == 2 for e in axial_embeds):
+        raise ValueError('plot_axial_pos_emb: axial_embeds must be a non-empty list of (N_i, d) tensors, one per axis')
+    if exists(max_channels): _check_int('plot_axial_pos_emb', 'max_channels', max_channels)
+    _check_real('plot_axial_pos_emb', 'size', size, lambda s: s > 0, 'a number > 0 (inches)')
     names = default(names, [f'axis {i}' for i in range(len(axial_embeds))])
+    if len(names) != len(axial_embeds): raise ValueError(f'plot_axial_pos_emb: {len(axial_embeds)} axes need {len(axial_embeds)} names, got {len(names)}')
     if axs is None: _, axs = new_fig(1, len(axial_embeds), size=size, squeeze=False, layout='constrained'); axs = axs[0]
     for ax, e, name in zip(axs, axial_embeds, names):
         e = e.detach().float().cpu()[:, :max_channels]
@@ -247,7 +301,9 @@ def pos_sim(grid:Tensor, # embeddings of a grid (*shape, d)
             token:Sequence[int], # the chosen position, one coordinate per axis
            ) -> Tensor:
     "Cosine similarity (*shape) of the embedding at `token` to the embedding at every position of `grid`."
+    if not isinstance(grid, Tensor) or grid.ndim < 2: raise ValueError(f'pos_sim: grid must be embeddings (*shape, d), got {getattr(grid, "shape", type(grid).__name__)}')
     token = tuple(token)
+    for t in token: _check_int('pos_sim', 'each token coordinate', t, lo=None)   # the range is checked below
     shape = tuple(grid.shape[:-1])
     if len(token) != len(shape) or any(not 0 <= t < n for t, n in zip(token, shape)):
         raise ValueError(f'token {token} is not a position of a grid of shape {shape}')
@@ -276,7 +332,9 @@ def sincos_2d(axial_dims:Sequence[int], # image grid (y, x)
              ) -> Tensor:
     "Fixed 2-D sinusoidal embeddings (y, x, d): sin/cos of the row in the first half of the channels, of the column in the second."
     h, w = axial_sizes(axial_dims, 2)
+    _check_int('sincos_2d', 'dim', dim)
     if dim % 4: raise ValueError(f'sincos_2d needs dim divisible by 4, got {dim}')
+    _check_real('sincos_2d', 'temperature', temperature, lambda t: t > 0, 'a number > 0')
     q = dim // 4
     omega = temperature ** -(torch.arange(q) / max(q - 1, 1))        # (q,)
     y = rearrange(torch.arange(h), 'y -> y 1') * omega                 # (y, q)
@@ -293,6 +351,10 @@ def fit_pos_emb(pos_emb:nn.Module, # a module called with a shape returning the 
                 num_threads:int|None=1, # torch CPU threads while fitting (restored after); None leaves them
                ) -> list[float]:
     "Fit `pos_emb(shape)` to `target` by mean squared error with Adam; returns the loss at each step."
+    _check_int('fit_pos_emb', 'steps', steps); _check_real('fit_pos_emb', 'lr', lr, lambda v: v > 0, 'a number > 0')
+    if exists(num_threads): _check_int('fit_pos_emb', 'num_threads', num_threads)
+    if not isinstance(target, Tensor) or target.ndim < 2 or not target.is_floating_point() or not bool(torch.isfinite(target).all()):
+        raise ValueError(f'fit_pos_emb: target must be a finite float grid (*shape, d), got {getattr(target, "shape", type(target).__name__)}')
     old_threads = torch.get_num_threads()
     if exists(num_threads): torch.set_num_threads(num_threads)
     try:
@@ -315,6 +377,8 @@ def plot_axial_explorer(pos_emb:nn.Module, # a 2-axis `ContinuousAxialPositional
                         axs=None, # three matplotlib axes (default: a new figure)
                        ):
     "Three panels for a 2-axis embedding: one channel over the grid, a token's similarity map, its vector as Row + Col."
+    for k, v in dict(height=height, width=width).items(): _check_int('plot_axial_explorer', k, v)
+    for k, v in dict(row=row, col=col, channel=channel).items(): _check_int('plot_axial_explorer', k, v, lo=None)   # any int: clipped below
     row, col = min(max(row, 0), height - 1), min(max(col, 0), width - 1)
     with torch.no_grad():
         Row, Col = [e.float().cpu() for e in pos_emb((height, width), return_factorized=True)]
@@ -345,6 +409,9 @@ def plot_extrapolation(pos_emb:nn.Module, # a 2-axis `ContinuousAxialPositionalE
                       ):
     "Similarity maps on a size x size grid, continuous vs table; where the table has no vectors the panel says so."
     from matplotlib.patches import Rectangle
+    _check_int('plot_extrapolation', 'size', size)
+    if exists(max_size) and _check_int('plot_extrapolation', 'max_size', max_size) < size:
+        raise ValueError(f'plot_extrapolation: max_size must be >= size={size}, got {max_size}')
     if axs is None: _, axs = new_fig(1, 2, size=2.8, layout='constrained')
     lim = default(max_size, size) - .5
     train_h, train_w = table.shape
@@ -369,6 +436,10 @@ def animate_extrapolation(pos_emb:nn.Module, # a 2-axis `ContinuousAxialPosition
     "A matplotlib `FuncAnimation` of `plot_extrapolation` over `sizes` (show it with `HTML(anim.to_jshtml())`)."
     import matplotlib.pyplot as plt
     from matplotlib.animation import FuncAnimation
+    if isinstance(sizes, (str, Tensor)) or not isinstance(sizes, Sequence) or not sizes:
+        raise ValueError(f'animate_extrapolation: sizes must be a non-empty list of grid sizes, one per frame, got {sizes!r}')
+    for s in sizes: _check_int('animate_extrapolation', 'each size', s)
+    _check_int('animate_extrapolation', 'interval', interval)
     fig, axs = new_fig(1, 2, size=2.8, layout='constrained')
     def draw(i):
         for ax in axs: ax.clear()
