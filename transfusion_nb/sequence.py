@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_sequence.ipynb #ec5d7541
 from __future__ import annotations
-import re
+import operator, re
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Sequence
 
@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from fastcore.basics import patch_to
 from torch import Tensor
 
-from .masks import _check_int, modality_ids
+from .masks import _check_flag, _check_int, modality_ids
 from .utils import divisible_by, exists, new_fig
 
 # %% auto #0
@@ -28,6 +28,14 @@ __all__ = ['SHAPE_CHARS', 'Vocab', 'resolve_shape', 'check_samples', 'ImageSlot'
 # %% ../nbs/06_sequence.ipynb #16c7149e
 SHAPE_CHARS: str = '0123456789,'                                        # the characters an image's shape is written with
 
+# %% ../nbs/06_sequence.ipynb #2cd295ea
+def _as_id(where:str, i:Any) -> int:
+    "A token id or modality type as a Python int (ints, NumPy ints, 0-d integer tensors); a sentence for anything else."
+    try:
+        if isinstance(i, bool): raise TypeError
+        return operator.index(i)
+    except TypeError: raise TypeError(f'{where}: expected an int, got {i!r}') from None
+
 # %% ../nbs/06_sequence.ipynb #2a19ec6d
 @dataclass(frozen=True)
 class Vocab:
@@ -40,8 +48,12 @@ class Vocab:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1: raise ValueError(f'Vocab: {name} must be an int >= 1, got {v!r}')
 
-    def boi(self, typ:int=0) -> int: return self.num_text + typ
-    def eoi(self, typ:int=0) -> int: return self.num_text + self.num_types + typ
+    def _type(self, typ) -> int:
+        t = _as_id('Vocab: modality type', typ)
+        if not 0 <= t < self.num_types: raise ValueError(f'Vocab: modality type {t} outside [0, {self.num_types})')
+        return t
+    def boi(self, typ:int=0) -> int: return self.num_text + self._type(typ)
+    def eoi(self, typ:int=0) -> int: return self.num_text + self.num_types + self._type(typ)
     @property
     def meta(self) -> int: return self.num_text + 2 * self.num_types
     @property
@@ -52,20 +64,27 @@ class Vocab:
 
     def boi_type(self, i:int) -> int|None:
         "The modality type whose BOI is `i`, or None."
+        i = _as_id('Vocab.boi_type', i)
         return i - self.num_text if self.num_text <= i < self.num_text + self.num_types else None
 
-    def is_char(self, i:int) -> bool: return self.first_char <= i < self.size
+    def is_char(self, i:int) -> bool: return self.first_char <= _as_id('Vocab.is_char', i) < self.size
 
 # %% ../nbs/06_sequence.ipynb #d8b94608
 @patch_to(Vocab)
 def shape_ids(self, shape:Sequence[int]) -> list[int]:
     "The ids of the characters of `shape`, e.g. (8, 8) -> '8,8' -> three ids."
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, '__iter__'): raise TypeError(f'Vocab.shape_ids: shape must be a sequence of sizes, got {shape!r}')
+    shape = tuple(shape)
+    if not shape or any(isinstance(s, bool) or not hasattr(type(s), '__index__') or operator.index(s) < 1 for s in shape):
+        raise ValueError(f'Vocab.shape_ids: shape must be one or more positive ints, got {shape}')
     return [self.first_char + SHAPE_CHARS.index(ch) for ch in ','.join(str(int(s)) for s in shape)]
 
 # %% ../nbs/06_sequence.ipynb #6c933334
 @patch_to(Vocab)
 def parse_shape(self, ids:Sequence[int]) -> tuple[int, ...]|None:
     "The shape written by the character ids `ids` ('8,8' -> (8, 8)); None when they do not spell positive ints."
+    if isinstance(ids, (str, bytes)) or not hasattr(ids, '__iter__'): raise TypeError(f'Vocab.parse_shape: ids must be a sequence of token ids, got {ids!r}')
+    ids = [_as_id('Vocab.parse_shape', i) for i in ids]
     if not all(self.is_char(i) for i in ids): return None
     text = ''.join(SHAPE_CHARS[i - self.first_char] for i in ids)
     if not re.fullmatch(r'[0-9]+(,[0-9]+)*', text): return None
@@ -76,6 +95,8 @@ def parse_shape(self, ids:Sequence[int]) -> tuple[int, ...]|None:
 @patch_to(Vocab)
 def name(self, i:int) -> str:
     "A short readable name for token `i` (for pictures)."
+    i = _as_id('Vocab.name', i)
+    if not 0 <= i < self.size: raise ValueError(f'Vocab.name: token {i} outside [0, {self.size})')
     if i < self.num_text: return str(i)
     if self.boi_type(i) is not None: return 'BOI' if self.num_types == 1 else f'BOI{i - self.num_text}'
     if i < self.meta: return 'EOI' if self.num_types == 1 else f'EOI{i - self.num_text - self.num_types}'
@@ -91,6 +112,12 @@ def resolve_shape(vocab:Vocab, # the model's vocabulary
                   max_size:int|None=None, # largest allowed h or w (None: no limit)
                  ) -> tuple[tuple[int, int], bool]:
     "`((h, w), parsed)`: the shape the characters spell if it is usable, else `default_shape` with `parsed=False`."
+    if not isinstance(vocab, Vocab): raise TypeError(f'resolve_shape: vocab must be a Vocab, got {type(vocab).__name__}')
+    _check_int('resolve_shape', 'patch_size', patch_size)
+    if exists(max_size): _check_int('resolve_shape', 'max_size', max_size)
+    if not (isinstance(default_shape, (tuple, list)) and len(default_shape) == 2
+            and all(not isinstance(s, bool) and isinstance(s, int) and s > 0 and divisible_by(s, patch_size) for s in default_shape)):
+        raise ValueError(f'resolve_shape: default_shape must be (h, w), positive multiples of patch_size={patch_size}, got {default_shape!r}')
     shape = vocab.parse_shape(ids) if len(ids) else None
     ok = (exists(shape) and len(shape) == 2 and all(divisible_by(s, patch_size) for s in shape)
           and (max_size is None or max(shape) <= max_size))
@@ -203,6 +230,24 @@ def _group_slots(slots:list[ImageSlot], n:int, patch_size:int, device=None) -> l
                                  torch.tensor([slots[k].index for k in members], device=device), token_index))
     return groups
 
+# %% ../nbs/06_sequence.ipynb #aead8034
+def _check_checked(samples:Any, vocab:Vocab, patch_size:int) -> None:
+    "Raise unless `samples` look like `check_samples` output that fits `vocab` and `patch_size` (cheap: shapes and ranges)."
+    if not isinstance(samples, (list, tuple)) or not samples or not all(isinstance(s, (list, tuple)) and s for s in samples):
+        raise ValueError('pack: samples must be a non-empty list of non-empty samples from check_samples')
+    for i, sample in enumerate(samples):
+        for j, item in enumerate(sample):
+            where = f'pack: sample {i}, item {j}'
+            if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], int) and isinstance(item[1], Tensor)):
+                raise TypeError(f'{where}: expected a (kind, tensor) pair from check_samples, got {type(item).__name__}')
+            kind, t = item
+            if kind < 0:
+                if t.dtype != torch.long or t.ndim != 1 or not t.numel() or int(t.min()) < 0 or int(t.max()) >= vocab.num_text:
+                    raise ValueError(f'{where}: text must be non-empty long ids in [0, {vocab.num_text}) (run check_samples first)')
+            elif kind >= vocab.num_types or t.ndim != 3 or min(t.shape[1:]) < 1 or t.shape[1] % patch_size or t.shape[2] % patch_size:
+                raise ValueError(f'{where}: an image of type {kind} and shape {tuple(t.shape)} does not fit {vocab.num_types} type(s) '
+                                 f'and patch_size={patch_size} (run check_samples with the same patch_size first)')
+
 # %% ../nbs/06_sequence.ipynb #99ebbdeb
 def pack(samples:Sequence[Sequence[tuple[int, Tensor]]], # checked samples: `(kind, tensor)` items from `check_samples`
          vocab:Vocab, # the model's vocabulary
@@ -211,6 +256,9 @@ def pack(samples:Sequence[Sequence[tuple[int, Tensor]]], # checked samples: `(ki
          device=None,
         ) -> Packed:
     "Pack checked samples into one right-padded sequence with BOI/EOI (and shape tokens) around every image."
+    if not isinstance(vocab, Vocab): raise TypeError(f'pack: vocab must be a Vocab, got {type(vocab).__name__}')
+    _check_int('pack', 'patch_size', patch_size); _check_flag('pack', 'meta_tokens', meta_tokens)
+    _check_checked(samples, vocab, patch_size)
     rows, spans, slots = [], [], []
     for i, sample in enumerate(samples):
         row, sp = [], []
@@ -248,6 +296,9 @@ def unpack(packed:Packed, # from `pack`
            check:bool=True, # verify the markers and shape tokens around every image
           ) -> list[list[Tensor|tuple[int, Tensor]]]:
     "The samples back from a packed batch: text runs as long tensors, images as `(type, image)`."
+    if not isinstance(packed, Packed): raise TypeError(f'unpack: packed must be a Packed (from pack), got {type(packed).__name__}')
+    if not isinstance(vocab, Vocab): raise TypeError(f'unpack: vocab must be a Vocab, got {type(vocab).__name__}')
+    _check_flag('unpack', 'meta_tokens', meta_tokens); _check_flag('unpack', 'check', check)
     out = []
     for i in range(packed.ids.shape[0]):
         row, end = packed.ids[i, :int(packed.seq_lens[i])], 0
@@ -277,6 +328,9 @@ def plot_packed(packed:Packed, # from `pack`
     "One row per sample, one cell per token: text, META/shape, BOI, patches, EOI, padding; dots mark text targets."
     from matplotlib.colors import ListedColormap
     from matplotlib.ticker import MaxNLocator
+    if not isinstance(packed, Packed): raise TypeError(f'plot_packed: packed must be a Packed (from pack), got {type(packed).__name__}')
+    if not isinstance(vocab, Vocab): raise TypeError(f'plot_packed: vocab must be a Vocab, got {type(vocab).__name__}')
+    _check_int('plot_packed', 'max_tokens', max_tokens)
     b, n = packed.ids.shape
     n = min(n, max_tokens)
     if ax is None: _, ax = new_fig(1, 1, figsize=(min(0.36 * n + 1.2, 16), 0.5 * b + 0.9))
