@@ -585,6 +585,7 @@ def save_image_grid(
     if not torch.isfinite(images).all():
         bad = int((~torch.isfinite(images.flatten(1))).any(1).sum())
         raise ValueError(f'save_image_grid: {bad} of {len(images)} images contain NaN or inf; not writing {path}')
+    check_number('save_image_grid: ncols', ncols, lo=1, integer=True)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     axs = show_images(images, titles, ncols=min(ncols, len(images)))
