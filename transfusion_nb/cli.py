@@ -48,8 +48,16 @@ def number_arg(
     return parse
 
 # %% ../nbs/90_cli.ipynb #a276e9b1
-positive_int, non_negative_int = number_arg(True, 1, what='a positive integer'), number_arg(True, 0, what='an integer >= 0')
-positive_float, finite_float = number_arg(lo=0, lo_open=True, what='a finite number > 0'), number_arg(what='a finite number')
+positive_int = number_arg(True, 1, what='a positive integer')  # --steps, --depth, --threads, ...
+
+# %% ../nbs/90_cli.ipynb #7a4ab86b
+non_negative_int = number_arg(True, 0, what='an integer >= 0')  # --seed, --sample-every, --ckpt-every, --warmup-steps
+
+# %% ../nbs/90_cli.ipynb #18f286e7
+positive_float = number_arg(lo=0, lo_open=True, what='a finite number > 0')  # --lr
+
+# %% ../nbs/90_cli.ipynb #83741199
+finite_float = number_arg(what='a finite number')  # any finite value
 
 # %% ../nbs/90_cli.ipynb #6abd517e
 def run_name(s: str) -> str:
@@ -58,6 +66,8 @@ def run_name(s: str) -> str:
         raise argparse.ArgumentTypeError(f'expected a folder name (no "/", not empty, "." or ".."), got {s!r}')
     return s
 
+
+# %% ../nbs/90_cli.ipynb #61e0b010
 def png_path(s: str) -> Path:
     "An argparse `type=` function for `--out`: a file name ending in .png that is not a folder."
     p = Path(s)
@@ -406,6 +416,8 @@ def _readme_command(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as e: return _fail('readme', e)
     return 0
 
+
+# %% ../nbs/90_cli.ipynb #835d6e0b
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `transfusion-nb` console script."
     p = _parser()

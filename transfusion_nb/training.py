@@ -257,6 +257,8 @@ def _verify_checkpoint(ckpt: dict, p: Path) -> None:
     if bad: raise ValueError(f'{p} holds NaN or inf in {", ".join(bad[:3])}{f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""}: '
                              'the run diverged before it was saved, or the file was damaged')
 
+
+# %% ../nbs/10_training.ipynb #04db65ba
 def load_checkpoint(
     path: str | Path,  # a checkpoint file, or a run folder holding checkpoint.pt
     map_location: str | torch.device = 'cpu',  # where the tensors go
