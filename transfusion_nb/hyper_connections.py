@@ -19,10 +19,12 @@ from torch import nn, Tensor
 from .utils import default, divisible_by, exists, new_fig, pad_at_dim
 
 # %% auto #0
-__all__ = ['adjacent_similarity', 'plot_adjacent_similarity', 'Residual', 'ExpandStreams', 'ReduceStreams',
+__all__ = ['RESIDUAL_KINDS', 'adjacent_similarity', 'plot_adjacent_similarity', 'Residual', 'ExpandStreams', 'ReduceStreams',
            'get_expand_reduce_stream_functions', 'hc_matrix', 'plot_hc_matrix', 'RMSNorm', 'HyperConnections',
            'get_init_and_expand_reduce_stream_functions', 'unfold_connections', 'static_weights',
-           'record_connection_weights', 'plot_connection_matrix', 'plot_loss_curves', 'plot_dynamic_weights']
+           'record_connection_weights', 'plot_connection_matrix', 'plot_loss_curves', 'plot_dynamic_weights',
+           'FracConnections', 'sinkhorn', 'ManifoldConstrainedHyperConnections', 'plot_frac_matrix', 'signal_norms',
+           'plot_signal_norms']
 
 # %% ../nbs/02_hyper_connections.ipynb #8ca2c7db
 # einops letters (transfusion_nb.utils.EINOPS_GLOSSARY): b batch, n sequence, d width, s residual streams;
@@ -275,14 +277,24 @@ def depth_connection(self, branch_output:Tensor, residuals:Tensor, *, beta:Tenso
     if self.channel_first: out = rearrange(out, 'b ... d -> b d ...')
     return self.dropout(residuals + out)
 
+# %% ../nbs/02_hyper_connections.ipynb #5b95cf6f
+RESIDUAL_KINDS = ('residual', 'hc', 'frac', 'mhc')  # the connections `get_init_and_expand_reduce_stream_functions` can build
+
 # %% ../nbs/02_hyper_connections.ipynb #0624a0d9
 def get_init_and_expand_reduce_stream_functions(num_streams:int, # number of residual streams
                                                 disable:bool|None=None, # True: `Residual` and identities; None is False
+                                                kind:str='hc', # one of RESIDUAL_KINDS: plain, hyper-, frac- or manifold-constrained hyper-connections
+                                                num_fracs:int=1, # fractions per stream (kind 'frac')
                                                ) -> tuple[Callable, nn.Module, nn.Module]:
     "`(init_hyper_conn, expand_stream, reduce_stream)`; `init_hyper_conn(dim=..., branch=..., layer_index=...)` builds one connection."
-    klass = Residual if disable else HyperConnections
+    if kind not in RESIDUAL_KINDS: raise ValueError(f'kind must be one of {RESIDUAL_KINDS}, got {kind!r}')
+    if num_fracs != 1 and kind != 'frac': raise ValueError(f"num_fracs={num_fracs} needs kind='frac', got kind={kind!r}")
+    disable = disable or kind == 'residual'
+    klass = (Residual if disable else HyperConnections if kind == 'hc' else
+             partial(FracConnections, num_fracs=num_fracs) if kind == 'frac' else ManifoldConstrainedHyperConnections)
     return (partial(klass, num_streams), *get_expand_reduce_stream_functions(num_streams, disable=disable))
 
+# %% ../nbs/02_hyper_connections.ipynb #3e705238
 HyperConnections.get_expand_reduce_stream_functions = staticmethod(get_expand_reduce_stream_functions)
 HyperConnections.get_init_and_expand_reduce_stream_functions = staticmethod(get_init_and_expand_reduce_stream_functions)
 
@@ -370,3 +382,158 @@ def plot_dynamic_weights(alpha:Tensor, # `(t, s, s+1)` per-token alpha of one la
         ax.set_aspect('auto'); ax.set_xlabel('stream', fontsize=8)
         if colorbar: ax.figure.colorbar(im, ax=ax, shrink=0.8).ax.tick_params(labelsize=7)
     return axs
+
+# %% ../nbs/02_hyper_connections.ipynb #696d7367
+class FracConnections(HyperConnections):
+    "Frac-connections (Zhu et al. 2025, https://arxiv.org/abs/2503.14125) as hyper-connections 0.4.11 computes them: s streams of f fractions."
+    def __init__(self,
+                 num_streams:int, # residual streams `s` (1: the paper's frac-connections)
+                 *,
+                 dim:int, # width `d` of the hidden state, divisible by `num_fracs`
+                 num_fracs:int=2, # fractions `f` each stream is cut into
+                 branch:nn.Module|None=None, # the layer `T`
+                 layer_index:int|None=None, # k: the layer reads fraction 0 of stream k mod s (as the package)
+                 tanh:bool=True, # tanh on the dynamic weights
+                 dropout:float=0., # dropout on the new streams
+                 residual_transform:nn.Module|None=None, # applied to the kept streams
+                ):
+        if not (isinstance(num_fracs, int) and num_fracs > 0 and divisible_by(dim, num_fracs)):
+            raise ValueError(f'FracConnections: num_fracs must be a positive int that divides dim={dim}, got {num_fracs!r}')
+        s, f, d = num_streams, num_fracs, dim // num_fracs
+        super().__init__(s, dim=d, branch=branch, layer_index=layer_index, tanh=tanh, dropout=dropout, residual_transform=residual_transform)
+        self.num_fracs, self.dim = f, dim
+        alpha_in = torch.zeros(s * f, f)
+        alpha_in[self.static_alpha[:, 0].argmax()] = 1.                         # the package's init: row (fraction 0, stream k)
+        self.static_alpha = nn.Parameter(torch.cat([alpha_in, torch.eye(s * f)], dim=1))       # ((f s), (f t)): t = 1 + s
+        self.dynamic_alpha_fn = nn.Parameter(torch.zeros(d, f + s * f))
+        self.static_beta = nn.Parameter(torch.ones(s * f))                                      # ((s f),)
+        self.dynamic_beta_fn = nn.Parameter(torch.zeros(d, f) if f > 1 else torch.zeros(d))
+
+# %% ../nbs/02_hyper_connections.ipynb #96fa51ec
+@patch_to(FracConnections)
+def streams_of(self, residuals:Tensor) -> Tensor:
+    "View the residuals `(b s) ... (f d)` as `b ... f s d`: fraction, stream, width d/f."
+    _check_streams(residuals, self.num_streams, 'FracConnections')
+    if residuals.shape[-1] != self.dim:
+        raise ValueError(f'FracConnections: expected width dim={self.dim}, got shape {tuple(residuals.shape)}')
+    return rearrange(residuals, '(b s) ... (f d) -> b ... f s d', s=self.num_streams, f=self.num_fracs)
+
+# %% ../nbs/02_hyper_connections.ipynb #7804b5c9
+@patch_to(FracConnections)
+def connection_weights(self, streams:Tensor) -> tuple[Tensor, Tensor]:
+    "alpha `(b ... f s g t)` and beta `(b ... f s g)` for streams `b ... f s d`: source (fraction, stream) to output fraction g."
+    s, f = self.num_streams, self.num_fracs
+    normed = self.norm(streams)
+    alpha = rearrange(self.static_alpha, '(f s) c -> f s c', s=s) + self.dynamic_alpha_scale * self.act(normed @ self.dynamic_alpha_fn)
+    dyn_beta = self.act(normed @ self.dynamic_beta_fn)
+    if f == 1: dyn_beta = dyn_beta[..., None]
+    beta = rearrange(self.static_beta, '(s f) -> s f', f=f) + self.dynamic_beta_scale * dyn_beta
+    return rearrange(alpha, '... (g t) -> ... g t', g=f), beta
+
+# %% ../nbs/02_hyper_connections.ipynb #75ae8702
+@patch_to(FracConnections)
+def width_connection(self, residuals:Tensor):
+    "The branch input `b ... (g d)` (its fractions side by side), the kept streams `(b s) ... (g d)`, and beta."
+    streams = self.streams_of(residuals)
+    alpha, beta = self.connection_weights(streams)
+    mixed = einsum(alpha, streams, 'b ... f s g t, b ... f s d -> b ... g t d')
+    branch_input = rearrange(mixed[..., 0, :], 'b ... g d -> b ... (g d)')
+    kept = rearrange(mixed[..., 1:, :], 'b ... g s d -> (b s) ... (g d)')
+    return branch_input, self.residual_transform(kept), dict(beta=beta)
+
+# %% ../nbs/02_hyper_connections.ipynb #b273610b
+@patch_to(FracConnections)
+def depth_connection(self, branch_output:Tensor, residuals:Tensor, *, beta:Tensor) -> Tensor:
+    "Add `sum_j beta[j, i, g] * T(h)_j` to fraction g of each kept stream i."
+    if branch_output.shape[0] * self.num_streams != residuals.shape[0]:
+        raise ValueError(f'FracConnections: the branch output has batch {branch_output.shape[0]}, expected {residuals.shape[0] // self.num_streams}')
+    y = rearrange(branch_output, 'b ... (f d) -> b ... f d', f=self.num_fracs)
+    out = einsum(y, beta, 'b ... f d, b ... f s g -> b ... g s d')
+    return self.dropout(residuals + rearrange(out, 'b ... g s d -> (b s) ... (g d)'))
+
+# %% ../nbs/02_hyper_connections.ipynb #41a96b48
+def sinkhorn(logits:Tensor, # `(..., s, s)`
+             iters:int=20, # column and row normalisations
+            ) -> Tensor: # `(..., s, s)`, rows and columns summing to 1
+    "Sinkhorn-Knopp: exp(logits) made doubly stochastic by alternately normalising columns and rows (float32 inside)."
+    m = logits.float()
+    m = (m - m.amax(-2, keepdim=True).detach()).exp()
+    for _ in range(iters): m = F.normalize(F.normalize(m, p=1, dim=-2), p=1, dim=-1)
+    return m.to(logits.dtype)
+
+# %% ../nbs/02_hyper_connections.ipynb #9bde178c
+class ManifoldConstrainedHyperConnections(HyperConnections):
+    "mHC (Xie et al. 2025, https://arxiv.org/abs/2512.24880) as hyper-connections 0.4.11: A_r doubly stochastic by Sinkhorn, A_m and B by sigmoids."
+    def __init__(self,
+                 num_streams:int, # residual streams `s`
+                 *,
+                 dim:int, # width `d` of each stream
+                 branch:nn.Module|None=None, # the layer `T`
+                 layer_index:int|None=None, # k: the static A_m starts as e_k (before the sigmoid)
+                 dropout:float=0., # dropout on the new streams
+                 residual_transform:nn.Module|None=None, # applied to the kept streams
+                 sinkhorn_iters:int=20, # Sinkhorn-Knopp iterations
+                ):
+        super().__init__(num_streams, dim=dim, branch=branch, layer_index=layer_index, tanh=False, dropout=dropout,
+                         residual_transform=residual_transform)
+        del self.dynamic_alpha_scale, self.dynamic_beta_scale                                  # one scale per part instead
+        self.dynamic_alpha_fn = nn.Parameter(torch.zeros(1, dim, num_streams + 1))             # (1, d, r): the package's one "proposal"
+        self.pre_branch_scale = nn.Parameter(torch.full((1,), 1e-2))                            # scale of the dynamic A_m
+        self.residual_scale = nn.Parameter(torch.full((1,), 1e-2))                              # ... of the dynamic A_r
+        self.h_post_scale = nn.Parameter(torch.tensor(1e-2))                                    # ... of the dynamic B
+        self.sinkhorn_iters = sinkhorn_iters
+
+# %% ../nbs/02_hyper_connections.ipynb #f72157f9
+@patch_to(ManifoldConstrainedHyperConnections)
+def connection_weights(self, streams:Tensor) -> tuple[Tensor, Tensor]:
+    "alpha `(b ... s r)` = [sigmoid(A_m) | sinkhorn(A_r)] and beta `(b ... s)` = 2 sigmoid(B), each static + scale * dynamic."
+    normed = self.norm(streams).float()
+    scale = torch.cat([self.pre_branch_scale, self.residual_scale.expand(self.num_streams)])   # (r,)
+    alpha = self.static_alpha + scale * (normed @ self.dynamic_alpha_fn[0])
+    alpha = torch.cat([alpha[..., :1].sigmoid(), sinkhorn(alpha[..., 1:], self.sinkhorn_iters)], dim=-1)
+    beta = 2 * (self.static_beta + self.h_post_scale * (normed @ self.dynamic_beta_fn)).sigmoid()
+    return alpha, beta
+
+# %% ../nbs/02_hyper_connections.ipynb #b1aa6527
+def plot_frac_matrix(fc:FracConnections, ax=None, title:str|None=None, annotate:bool=True):
+    "Heatmap of a frac-connection's static alpha: rows (fraction j, stream i), columns (output fraction g, t = input or stream)."
+    if ax is None: _, ax = new_fig(size=3.)
+    s, f = fc.num_streams, fc.num_fracs
+    cols = [f'h{g}' if t == 0 else f"H'{g},{t}" for g in range(f) for t in range(s + 1)]
+    _heatmap(ax, fc.static_alpha, cols, [f'F{j},{i + 1}' for j in range(f) for i in range(s)], title, annotate)
+    for g in range(1, f): ax.axvline(g * (s + 1) - 0.5, color='k', lw=0.8)
+    ax.tick_params(axis='x', labelrotation=90)
+    return ax
+
+# %% ../nbs/02_hyper_connections.ipynb #3b181dbc
+def signal_norms(kind:str, # one of RESIDUAL_KINDS
+                 depth:int=64, dim:int=32, num_streams:int=4, num_fracs:int=4,
+                 std:float=0.2, # noise added to every static connection weight
+                 batch:int=64, seed:int=0,
+                ) -> Tensor: # `(depth+1,)`: RMS of the residual streams before the first layer and after each
+    "RMS of the residual streams through a deep stack of random layers whose connections' static weights are perturbed."
+    s, f = (1, num_fracs) if kind == 'frac' else (1, 1) if kind == 'residual' else (num_streams, 1)
+    init, expand, _ = get_init_and_expand_reduce_stream_functions(s, kind=kind, num_fracs=f)
+    g, g_noise = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)   # layers, perturbations
+    with torch.no_grad():
+        h = expand(torch.randn(batch, dim, generator=g))
+        rms = [h.pow(2).mean().sqrt()]
+        for k in range(depth):
+            w = torch.randn(dim, dim, generator=g) * 0.5 / dim ** 0.5
+            conn = init(dim=dim, layer_index=k, branch=lambda x, w=w: F.layer_norm(x, (dim,)) @ w)
+            for name, p in conn.named_parameters():
+                if name.startswith('static'): p.add_(torch.randn(p.shape, generator=g_noise) * std)
+            h = conn(h)
+            rms.append(h.pow(2).mean().sqrt())
+    return torch.stack(rms)
+
+# %% ../nbs/02_hyper_connections.ipynb #6876f0e6
+def plot_signal_norms(norms:dict[str, Tensor], # kind -> `signal_norms(kind)`
+                      ax=None):
+    "RMS of the residual streams against depth, one line per kind of connection, log scale."
+    if ax is None: _, ax = new_fig(size=3.6)
+    names = {'residual': 'plain residual', 'hc': 'hyper-connections, s = 4', 'frac': 'frac-connections, f = 4', 'mhc': 'mHC, s = 4'}
+    for k, v in norms.items(): ax.plot(v.numpy(), label=names.get(k, k))
+    ax.set_yscale('log'); ax.set_xlabel('layer'); ax.set_ylabel('RMS of the streams'); ax.legend(fontsize=8)
+    ax.set_title('static weights perturbed (std 0.2)', fontsize=9)
+    return ax
