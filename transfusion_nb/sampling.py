@@ -21,7 +21,8 @@ from .model import Transfusion
 from .utils import default, exists
 
 # %% auto #0
-__all__ = ['MAX_SHAPE_CHARS', 'filter_logits', 'sample_next', 'DecodeState', 'ImageBlock', 'Phase', 'allowed_tokens', 'RowState']
+__all__ = ['MAX_FORWARD_TOKENS', 'MAX_SHAPE_CHARS', 'filter_logits', 'sample_next', 'DecodeState', 'ImageBlock', 'Phase',
+           'allowed_tokens', 'RowState']
 
 # %% ../nbs/08_sampling.ipynb #a37f62ea
 # einops letters (see transfusion_nb.utils.EINOPS_GLOSSARY):
@@ -122,6 +123,9 @@ def append_tokens(self:Transfusion, state:DecodeState,
     state.pos = state.pos + i
     return self.to_logits(h[:, -1])
 
+# %% ../nbs/08_sampling.ipynb #869dcc3e
+MAX_FORWARD_TOKENS:int = 8192 # patch tokens one denoiser forward runs at most; a larger block goes through in row chunks
+
 # %% ../nbs/08_sampling.ipynb #bdad06cc
 @dataclass
 class ImageBlock:
@@ -136,6 +140,7 @@ class ImageBlock:
     pos_emb:Tensor|None=None # (n_img, d): axial position embedding of the grid
     guidance_scale:float|None=None # None: G = g rows of one branch; w: g conditional rows, then g unconditional ones
     shared:bool=False # `cache` is the decoding state's own (every row, conditional): the clean image goes in in place
+    chunk:int|None=None # rows per forward (None: all G at once)
 
     @property
     def rows(self) -> int: return self.mask.shape[0]
@@ -174,6 +179,7 @@ def prepare_block(self:Transfusion, state:DecodeState,
                   opener:Sequence[int]|None=None, # the block's opening ids (META, shape, BOI); needed for unconditional rows
                   branch:str='cond', # 'cond': with the prefix; 'uncond': the opener alone; 'guided': both, in one batch
                   guidance_scale:float=1., # w of the 'guided' combination
+                  max_tokens:int|None=None, # patch tokens per forward at most (default `MAX_FORWARD_TOKENS`)
                  ) -> ImageBlock:
     "Everything the sampler steps of one image block share, computed once: prefix keys and values, mask, positions, position embedding."
     if branch not in ('cond', 'uncond', 'guided'): raise ValueError(f"prepare_block: branch must be 'cond', 'uncond' or 'guided', got {branch!r}")
@@ -191,17 +197,17 @@ def prepare_block(self:Transfusion, state:DecodeState,
         alone = self._opener_cache(state, rows_t, opener, n + 1)
         if branch == 'uncond': cache, seen = alone, torch.ones(g, k, dtype=torch.bool, device=dev)
         else:                                                          # rows g..2g-1: the opener in the last k prefix slots
-            cond, _ = self._rows_cache(state, rows_t, n + 1)
             cache = self.transformer.empty_cache(2 * g, L + n + 1, dev, state.cache.keys.dtype)
-            for both, c, a in ((cache.keys, cond.keys, alone.keys), (cache.values, cond.values, alone.values)):
-                both[:, :g, :, :L], both[:, g:, :, L - k:L] = c[:, :, :, :L], a[:, :, :, :k]
+            for both, c, a in ((cache.keys, state.cache.keys, alone.keys), (cache.values, state.cache.values, alone.values)):
+                both[:, :g, :, :L], both[:, g:, :, L - k:L] = c[:, rows_t, :, :L], a[:, :, :, :k]
             cache, pos = cache.advance(L), pos.repeat(2, 1)
             seen = torch.cat([seen, (torch.arange(L, device=dev) >= L - k).expand(g, L)])
     G = seen.shape[0]
     mask = torch.cat([seen[:, None, :].expand(G, n, -1), torch.ones(G, n, n, dtype=torch.bool, device=dev)], dim=-1)
     pos_emb = self.pos_embs[typ](grid, flatten=True) if exists(self.pos_embs) else None
+    max_tokens = default(max_tokens, MAX_FORWARD_TOKENS)
     return ImageBlock(typ, grid, g, cache, mask, pos, torch.ones(G, n, dtype=torch.bool, device=dev), pos_emb,
-                      guidance_scale if branch == 'guided' else None, shared)
+                      guidance_scale if branch == 'guided' else None, shared, max(1, max_tokens // n) if G * n > max_tokens else None)
 
 # %% ../nbs/08_sampling.ipynb #ef5a6160
 @patch_to(Transfusion)
@@ -209,7 +215,7 @@ def denoise_block(self:Transfusion, block:ImageBlock,
                   x_t:Tensor, # (g, c, h, w) the noisy images
                   tau:Tensor, # (g,) network times
                  ) -> Tensor: # (g, c, h, w) the prediction (guided: f_u + w (f_c - f_u))
-    "One sampler call: the patch tokens of `x_t` at `tau` through the transformer over the block's prefix, in one forward."
+    "One sampler call: the patch tokens of `x_t` at `tau` through the transformer over the block's prefix."
     tokens = self.encoders[block.typ](x_t, tau)                          # what depends on x_t ...
     if exists(block.pos_emb): tokens = tokens + block.pos_emb.to(tokens.dtype)
     cond = self.cond_vectors(tau)                                        # ... and on tau
@@ -217,8 +223,13 @@ def denoise_block(self:Transfusion, block:ImageBlock,
     if guided:                                                           # the same images, conditional rows then unconditional
         tokens, tau = tokens.repeat(2, 1, 1), tau.repeat(2)
         if exists(cond): cond = cond.repeat(2, 1)
-    kw = dict(cond=cond, is_image=block.is_image) if exists(cond) else {}
-    h, _ = self.transformer(tokens, mask=block.mask, pos=block.pos, cache=block.cache, **kw)
+    h, step = [], default(block.chunk, block.rows)
+    for start in range(0, block.rows, step):                            # one forward (a large block: one per chunk of rows)
+        r = slice(start, start + step)
+        kw = dict(cond=cond[r], is_image=block.is_image[r]) if exists(cond) else {}
+        cache = block.cache if block.chunk is None else KVCache(block.cache.keys[:, r], block.cache.values[:, r], len(block.cache))
+        h.append(self.transformer(tokens[r], mask=block.mask[r], pos=block.pos[r], cache=cache, **kw)[0])
+    h = torch.cat(h) if len(h) > 1 else h[0]
     pred = self.image_prediction(block.typ, h, block.grid, tau)
     return cfg_combine(pred[:block.g], pred[block.g:], block.guidance_scale) if guided else pred
 
