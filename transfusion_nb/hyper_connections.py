@@ -29,6 +29,8 @@ __all__ = ['RESIDUAL_KINDS', 'adjacent_similarity', 'plot_adjacent_similarity', 
 # %% ../nbs/02_hyper_connections.ipynb #8ca2c7db
 # einops letters (transfusion_nb.utils.EINOPS_GLOSSARY): b batch, n sequence, d width, s residual streams;
 # local to this module: r = the s + 1 rows a width connection produces (row 0 the layer input, rows 1..s the streams)
+# frac-connections: f fractions of a stream (source), g the fraction of the output they go to, t = 0 the layer input, 1..s the streams
+
 
 # %% ../nbs/02_hyper_connections.ipynb #07c479c2
 def adjacent_similarity(norm:str='pre', # 'pre' or 'post': where the layer norm sits
