@@ -287,6 +287,7 @@ def get_init_and_expand_reduce_stream_functions(num_streams:int, # number of res
                                                 disable:bool|None=None, # True: `Residual` and identities; None is False
                                                 kind:str='hc', # one of RESIDUAL_KINDS: plain, hyper-, frac- or manifold-constrained hyper-connections
                                                 num_fracs:int=1, # fractions per stream (kind 'frac')
+                                                **kwargs, # more arguments of the connection class (e.g. `layout` of frac-connections)
                                                ) -> tuple[Callable, nn.Module, nn.Module]:
     "`(init_hyper_conn, expand_stream, reduce_stream)`; `init_hyper_conn(dim=..., branch=..., layer_index=...)` builds one connection."
     if kind not in RESIDUAL_KINDS: raise ValueError(f'kind must be one of {RESIDUAL_KINDS}, got {kind!r}')
@@ -294,7 +295,7 @@ def get_init_and_expand_reduce_stream_functions(num_streams:int, # number of res
     disable = disable or kind == 'residual'
     klass = (Residual if disable else HyperConnections if kind == 'hc' else
              partial(FracConnections, num_fracs=num_fracs) if kind == 'frac' else ManifoldConstrainedHyperConnections)
-    return (partial(klass, num_streams), *get_expand_reduce_stream_functions(num_streams, disable=disable))
+    return (partial(klass, num_streams, **kwargs), *get_expand_reduce_stream_functions(num_streams, disable=disable))
 
 # %% ../nbs/02_hyper_connections.ipynb #3e705238
 HyperConnections.get_expand_reduce_stream_functions = staticmethod(get_expand_reduce_stream_functions)
@@ -398,14 +399,17 @@ class FracConnections(HyperConnections):
                  tanh:bool=True, # tanh on the dynamic weights
                  dropout:float=0., # dropout on the new streams
                  residual_transform:nn.Module|None=None, # applied to the kept streams
+                 layout:str='package', # 'package': 0.4.11's column layout and init; 'paper': a plain residual at init (see below)
                 ):
+        if layout not in ('package', 'paper'): raise ValueError(f"FracConnections: layout must be 'package' or 'paper', got {layout!r}")
         if not (isinstance(num_fracs, int) and num_fracs > 0 and divisible_by(dim, num_fracs)):
             raise ValueError(f'FracConnections: num_fracs must be a positive int that divides dim={dim}, got {num_fracs!r}')
         s, f, d = num_streams, num_fracs, dim // num_fracs
         super().__init__(s, dim=d, branch=branch, layer_index=layer_index, tanh=tanh, dropout=dropout, residual_transform=residual_transform)
-        self.num_fracs, self.dim = f, dim
+        self.num_fracs, self.dim, self.layout, k = f, dim, layout, self.static_alpha[:, 0].argmax()
         alpha_in = torch.zeros(s * f, f)
-        alpha_in[self.static_alpha[:, 0].argmax()] = 1.                         # the package's init: row (fraction 0, stream k)
+        if layout == 'package': alpha_in[k] = 1.                                # the package's init: row (fraction 0, stream k)
+        else: alpha_in[torch.arange(f) * s + k, torch.arange(f)] = 1.           # input fraction g reads fraction g of stream k
         self.static_alpha = nn.Parameter(torch.cat([alpha_in, torch.eye(s * f)], dim=1))       # ((f s), (f t)): t = 1 + s
         self.dynamic_alpha_fn = nn.Parameter(torch.zeros(d, f + s * f))
         self.static_beta = nn.Parameter(torch.ones(s * f))                                      # ((s f),)
@@ -430,7 +434,10 @@ def connection_weights(self, streams:Tensor) -> tuple[Tensor, Tensor]:
     dyn_beta = self.act(normed @ self.dynamic_beta_fn)
     if f == 1: dyn_beta = dyn_beta[..., None]
     beta = rearrange(self.static_beta, '(s f) -> s f', f=f) + self.dynamic_beta_scale * dyn_beta
-    return rearrange(alpha, '... (g t) -> ... g t', g=f), beta
+    if self.layout == 'package': return rearrange(alpha, '... (g t) -> ... g t', g=f), beta
+    # 'paper': the f input columns first, then the new streams in (g, s) order; fraction j writes back only into j
+    alpha = torch.cat([alpha[..., :f, None], rearrange(alpha[..., f:], '... (g t) -> ... g t', g=f)], dim=-1)
+    return alpha, beta * torch.eye(f, device=beta.device)[:, None, :]
 
 # %% ../nbs/02_hyper_connections.ipynb #75ae8702
 @patch_to(FracConnections)
