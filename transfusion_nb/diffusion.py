@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_diffusion.ipynb #ebed2b3f
 from __future__ import annotations
-import math
+import math, numbers
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -28,6 +28,24 @@ __all__ = ['SCHEDULES', 'PREDICTIONS', 'PAPER_DIFFUSION_LOSS_WEIGHT', 'check_net
            'plot_points', 'plot_trajectories']
 
 # %% ../nbs/04_diffusion.ipynb #3407aca3
+def _is_int(v) -> bool: return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+def _check_int(v, name: str, where: str, lo: int = 1, hi: int | None = None):
+    "Raise unless `v` is an int in [lo, hi]: 'where: name must be a positive int, got v'."
+    if not _is_int(v) or v < lo or (hi is not None and v > hi):
+        what = ('a positive int' if lo == 1 else f'an int >= {lo}') if hi is None else f'an int in [{lo}, {hi}]'
+        raise ValueError(f'{where}: {name} must be {what}, got {v!r}')
+    return v
+
+def _check_number(v, name: str, where: str, lo: float | None = None, hi: float | None = None, lo_open: bool = False):
+    "Raise unless `v` is a finite real number (not a bool) with lo <= v (lo < v when lo_open) and v <= hi."
+    ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+    ok = ok and (lo is None or (v > lo if lo_open else v >= lo)) and (hi is None or v <= hi)
+    if not ok:
+        rng = ('' if lo is None else f' {">" if lo_open else ">="} {lo:g}') + ('' if hi is None else f'{" and" if lo is not None else ""} <= {hi:g}')
+        raise ValueError(f'{where}: {name} must be a finite number{rng}, got {v!r}')
+    return v
+
 def check_network_time(
     tau: Tensor,  # network times, any shape
     name: str = 'network time',  # what to call it in the error message
@@ -51,7 +69,9 @@ class SinusoidalTimeEmbedding(nn.Module):
         time_scale: float = 1000.,  # tau is multiplied by this first (1000 = DDPM's step counter)
     ):
         super().__init__()
-        if dim < 2 or dim % 2: raise ValueError(f'SinusoidalTimeEmbedding: dim must be even and >= 2, got {dim}')
+        if not _is_int(dim) or dim < 2 or dim % 2: raise ValueError(f'SinusoidalTimeEmbedding: dim must be even and >= 2, got {dim!r}')
+        _check_number(max_period, 'max_period', 'SinusoidalTimeEmbedding', 0, lo_open=True)
+        _check_number(time_scale, 'time_scale', 'SinusoidalTimeEmbedding', 0, lo_open=True)
         self.dim, self.max_period, self.time_scale = dim, max_period, time_scale
 
     def forward(self, tau: Tensor) -> Tensor:
@@ -71,7 +91,8 @@ class RandomFourierTimeEmbedding(nn.Module):
         generator: torch.Generator | None = None,  # for reproducible frequencies
     ):
         super().__init__()
-        if dim < 2 or dim % 2: raise ValueError(f'RandomFourierTimeEmbedding: dim must be even and >= 2, got {dim}')
+        if not _is_int(dim) or dim < 2 or dim % 2: raise ValueError(f'RandomFourierTimeEmbedding: dim must be even and >= 2, got {dim!r}')
+        _check_number(std, 'std', 'RandomFourierTimeEmbedding', 0, lo_open=True)
         self.dim = dim
         w = torch.randn(dim // 2, generator=generator) * std
         if learned: self.weights = nn.Parameter(w)
@@ -90,6 +111,7 @@ def plot_time_embedding(
     title: str | None = None,
 ):
     "Heat map of `emb(tau)`: one row per feature, one column per tau in [0, 1]."
+    _check_int(n, 'n', 'plot_time_embedding', lo=2)
     if ax is None: _, ax = new_fig(1, 1, size=3.)
     tau = torch.linspace(0, 1, n)
     with torch.no_grad(): e = emb(tau).T.cpu()  # (d, b)
@@ -104,6 +126,7 @@ def cosine_alpha_bar(
     s: float = 0.008,  # small offset so beta near u = 0 is not too small (Nichol & Dhariwal 2021)
 ) -> Tensor:
     "The cosine schedule's alpha_bar at noise fraction `u`, in closed form."
+    _check_number(s, 's', 'cosine_alpha_bar', 0)
     f = lambda v: torch.cos((v + s) / (1 + s) * math.pi / 2) ** 2
     return f(u) / f(torch.zeros_like(u))
 
@@ -116,7 +139,8 @@ def make_betas(
     max_beta: float = 0.999,  # clip, so that no step destroys the signal completely
 ) -> Tensor:
     "The per-step noise variances beta_1..beta_T of a DDPM schedule, float64, shape (t,)."
-    if not isinstance(T, int) or T < 1: raise ValueError(f'make_betas: T must be a positive int, got {T!r}')
+    _check_int(T, 'T', 'make_betas')
+    _check_number(max_beta, 'max_beta', 'make_betas', 0, 1, lo_open=True)
     if schedule == 'cosine':
         alpha_bar = cosine_alpha_bar(torch.arange(T + 1, dtype=torch.float64) / T)
         betas = 1 - alpha_bar[1:] / alpha_bar[:-1]
@@ -150,8 +174,12 @@ def plot_schedules(
     return axs
 
 # %% ../nbs/04_diffusion.ipynb #cd0c60f5
-def _as_shape(shape) -> tuple[int, ...]:
-    return (shape,) if isinstance(shape, int) else tuple(shape)
+def _as_shape(shape, where: str = 'shape') -> tuple[int, ...]:
+    "`shape` (an int or a sequence of ints >= 0) as a tuple; a clear error otherwise."
+    out = (shape,) if _is_int(shape) else tuple(shape) if isinstance(shape, (tuple, list, torch.Size)) else None
+    if out is None or not all(_is_int(s) and s >= 0 for s in out):
+        raise ValueError(f'{where}: shape must be an int or a tuple of ints >= 0, got {shape!r}')
+    return out
 
 def _per_row(t: Tensor, x: Tensor, name: str = 'times') -> Tensor:
     "Reshape `t` (a prefix of `x.shape`: (), (b,), (b, m) ...) so it broadcasts against `x`."
@@ -176,12 +204,16 @@ class Diffusion(nn.Module):
         min_scale: float = 0.,  # converting x or eps predictions divides by sigma or alpha, clamped at this
     ):
         super().__init__()
-        if not 0 <= cond_drop_prob <= 1: raise ValueError(f'cond_drop_prob must be in [0, 1], got {cond_drop_prob}')
+        name = type(self).__name__
+        if not (isinstance(cond_drop_prob, numbers.Real) and not isinstance(cond_drop_prob, bool) and 0 <= cond_drop_prob <= 1):
+            raise ValueError(f'{name}: cond_drop_prob must be in [0, 1], got {cond_drop_prob!r}')
+        if not _is_int(steps) or steps < 1: raise ValueError(f'{name}: steps must be a positive int, got {steps!r}')
+        _check_number(min_scale, 'min_scale', name, 0)
         self.cond_drop_prob, self.steps = cond_drop_prob, steps
         self.method = default(method, self.methods[0])
         self._check_method(self.method)
         self.prediction, self.min_scale = default(prediction, self.default_prediction), min_scale
-        if self.prediction not in PREDICTIONS: raise ValueError(f'prediction must be one of {PREDICTIONS}, got {prediction!r}')
+        if self.prediction not in PREDICTIONS: raise ValueError(f'{name}: prediction must be one of {PREDICTIONS}, got {prediction!r}')
 
     # --- times: each objective's own units, and the network time tau in [0, 1] (0 = noise, 1 = clean)
     def sample_times(self, shape, *, generator=None, max_noise=None, device=None) -> Tensor: raise NotImplementedError
@@ -223,6 +255,8 @@ def add_noise(self,
 ) -> Tensor:
     "The noised data x_t = alpha_t x + sigma_t noise."
     self._check_pair(x, noise, 'noise')
+    if not (x.is_floating_point() and noise.is_floating_point()):
+        raise TypeError(f'add_noise: x and noise must be float tensors, got {x.dtype} and {noise.dtype}')
     alpha, sigma = (_per_row(v, x) for v in self.alpha_sigma(t))
     return alpha.to(x.dtype) * x + sigma.to(x.dtype) * noise
 
@@ -300,6 +334,8 @@ def predict_x0(self, x_t: Tensor, pred: Tensor, t: Tensor, prediction: str | Non
 def convert(self, x_t: Tensor, pred: Tensor, t: Tensor, to: str, prediction: str | None = None) -> Tensor:
     "A prediction of kind `prediction` (default `self.prediction`) rewritten as the prediction of kind `to`."
     prediction = default(prediction, self.prediction)
+    for name, p in (('to', to), ('prediction', prediction)):
+        if p not in PREDICTIONS: raise ValueError(f'convert: {name} must be one of {PREDICTIONS}, got {p!r}')
     if to == prediction: return pred
     return self.target(*self.to_x_eps(x_t, pred, t, prediction), t, to)
 
@@ -307,9 +343,31 @@ def convert(self, x_t: Tensor, pred: Tensor, t: Tensor, to: str, prediction: str
 @patch_to(Diffusion)
 def drop_cond_mask(self, shape, *, generator=None, device=None) -> Tensor:
     "Bool (shape): True where the conditioning is dropped this step, each with probability `cond_drop_prob`."
-    return torch.rand(_as_shape(shape), generator=generator, device=device) < self.cond_drop_prob
+    return torch.rand(_as_shape(shape, 'drop_cond_mask'), generator=generator, device=device) < self.cond_drop_prob
 
 # --- sampling
+
+# %% ../nbs/04_diffusion.ipynb #19aa36e1
+@patch_to(Diffusion)
+def _device(self):
+    return next(iter(self.buffers()), torch.empty(0)).device
+
+@patch_to(Diffusion)
+def _start_noise(self, shape, noise, generator, device) -> Tensor:
+    "The starting noise of `sample`: `noise` checked (a finite float tensor (b, ...) matching `shape`), or drawn for `shape`."
+    if noise is None:
+        if shape is None: raise ValueError('sample: give the shape to generate or the starting noise')
+        if not _as_shape(shape, 'sample'): raise ValueError('sample: shape must have a batch axis (b, ...), got ()')
+        noise = torch.randn(_as_shape(shape, 'sample'), generator=generator, device=default(device, self._device()))
+    else:
+        if not (torch.is_tensor(noise) and noise.is_floating_point() and noise.ndim):
+            raise TypeError(f'sample: noise must be a float tensor (b, ...), got {noise.dtype if torch.is_tensor(noise) else type(noise).__name__}'
+                            + (f' of shape {tuple(noise.shape)}' if torch.is_tensor(noise) else ''))
+        if shape is not None and tuple(noise.shape) != _as_shape(shape, 'sample'):
+            raise ValueError(f'noise shape {tuple(noise.shape)} != shape {_as_shape(shape)}')
+        if not torch.isfinite(noise).all(): raise ValueError('sample: noise contains NaN or inf')
+    return noise
+
 
 # %% ../nbs/04_diffusion.ipynb #661240aa
 @patch_to(Diffusion)
@@ -330,12 +388,12 @@ def sample(self,
     "Generate data from noise by calling `denoise_fn(x_t, tau)` `steps` times (twice as often for midpoint)."
     steps, method = default(steps, self.steps), default(method, self.method)
     self._check_method(method)
-    if not isinstance(steps, int) or steps < 1: raise ValueError(f'steps must be a positive int, got {steps!r}')
-    if noise is None:
-        if shape is None: raise ValueError('sample: give the shape to generate or the starting noise')
-        noise = torch.randn(_as_shape(shape), generator=generator, device=default(device, self._device()))
-    elif shape is not None and tuple(noise.shape) != _as_shape(shape):
-        raise ValueError(f'noise shape {tuple(noise.shape)} != shape {_as_shape(shape)}')
+    if not _is_int(steps) or steps < 1: raise ValueError(f'sample: steps must be a positive int, got {steps!r}')
+    if not callable(denoise_fn): raise TypeError(f'sample: denoise_fn must be callable (x_t, tau) -> prediction, got {type(denoise_fn).__name__}')
+    _check_number(guidance_scale, 'guidance_scale', 'sample')
+    if return_trajectory not in (True, False): raise ValueError(f'sample: return_trajectory must be True or False, got {return_trajectory!r}')
+    if guidance_scale != 1 and not exists(uncond_fn): raise ValueError(f'sample: guidance_scale={guidance_scale!r} needs uncond_fn (the unconditional predictions)')
+    noise = self._start_noise(shape, noise, generator, device)
     fn = guided(denoise_fn, uncond_fn, guidance_scale) if exists(uncond_fn) else denoise_fn
 
     def call(x, tau):  # every prediction goes through here: one tau per row, shape checked
@@ -346,11 +404,13 @@ def sample(self,
     xs = self._sample(call, noise, steps, method, generator, **kwargs)  # list of x along the way
     return (xs[-1], torch.stack(xs)) if return_trajectory else xs[-1]
 
-@patch_to(Diffusion)
-def _device(self):
-    return next(iter(self.buffers()), torch.empty(0)).device
 
 # %% ../nbs/04_diffusion.ipynb #4a4d3cea
+def _check_eta_clip(eta, clip_x0, where: str):
+    "DDIM's eta a finite number >= 0; clip_x0 None or a finite number > 0."
+    _check_number(eta, 'eta', where, 0)
+    if clip_x0 is not None: _check_number(clip_x0, 'clip_x0', where, 0, lo_open=True)
+
 class DDPM(Diffusion):
     "DDPM (Ho et al. 2020) as Transfusion trains images: T steps, a cosine schedule, the network predicts the noise."
     methods = ('ancestral', 'ddim')
@@ -366,6 +426,8 @@ class DDPM(Diffusion):
         prediction: str = 'eps',  # what the network predicts: 'eps' (the paper), 'v' or 'x'
     ):
         super().__init__(cond_drop_prob, steps, method, prediction)
+        _check_int(T, 'T', 'DDPM')
+        _check_eta_clip(eta, clip_x0, 'DDPM')
         self.T, self.schedule, self.eta, self.clip_x0 = T, schedule, eta, clip_x0
         betas = make_betas(T, schedule)
         self.register_buffer('betas', betas.float(), persistent=False)
@@ -392,7 +454,7 @@ def sample_times(self,
     device=None,
 ) -> Tensor:
     "Uniform random steps t in [0, floor(max_noise * T)), int64, one per image."
-    shape = _as_shape(shape)
+    shape = _as_shape(shape, 'DDPM.sample_times')
     device = default(device, self.alpha_bar.device)
     cap = self._noise_cap(max_noise, shape, device)
     allowed = (cap * self.T + 1e-6).floor().clamp(min=1)  # how many steps are allowed
@@ -430,8 +492,11 @@ def velocity_coefs(self, t: Tensor) -> tuple[Tensor, Tensor]:
 
 # %% ../nbs/04_diffusion.ipynb #12703d7b
 @patch_to(DDPM)
-def _sample(self, call, x, steps, method, generator, eta=None, clip_x0=None):
-    return ddpm_sample_loop(self, call, x, steps, method, default(eta, self.eta), generator, default(clip_x0, self.clip_x0))
+def _sample(self, call, x, steps, method, generator, eta=None, clip_x0=None, **kwargs):
+    if kwargs: raise ValueError(f"DDPM.sample: unknown option(s) {sorted(kwargs)}; its sampler options are eta and clip_x0")
+    eta, clip_x0 = default(eta, self.eta), default(clip_x0, self.clip_x0)
+    _check_eta_clip(eta, clip_x0, 'DDPM.sample')
+    return ddpm_sample_loop(self, call, x, steps, method, eta, generator, clip_x0)
 
 @patch_to(DDPM)
 def extra_repr(self):
@@ -463,7 +528,7 @@ def check_times(self, t: Tensor) -> Tensor:
 @patch_to(FlowMatching)
 def sample_times(self, shape, *, generator=None, max_noise=None, device=None) -> Tensor:
     "Uniform random tau in [1 - max_noise, 1) (in [0, 1) without a cap), one per image."
-    shape = _as_shape(shape)
+    shape = _as_shape(shape, 'FlowMatching.sample_times')
     cap = self._noise_cap(max_noise, shape, device)
     return 1 - cap + cap * torch.rand(shape, generator=generator, device=device)
 
@@ -494,7 +559,8 @@ def velocity_coefs(self, t: Tensor) -> tuple[Tensor, Tensor]:
 
 # %% ../nbs/04_diffusion.ipynb #96354dc3
 @patch_to(FlowMatching)
-def _sample(self, call, x, steps, method, generator):
+def _sample(self, call, x, steps, method, generator, **kwargs):
+    if kwargs: raise ValueError(f"FlowMatching.sample: unknown option(s) {sorted(kwargs)}; flow matching has no sampler options")
     velocity = call if self.prediction == 'v' else lambda x_t, tau: self.convert(x_t, call(x_t, tau), tau, 'v')
     return flow_sample_loop(velocity, x, steps, method)
 
@@ -531,6 +597,7 @@ def transfusion_loss(
     diffusion_weight: float = PAPER_DIFFUSION_LOSS_WEIGHT,  # lambda
 ) -> Tensor:
     "The Transfusion objective L = L_LM + lambda * L_diffusion."
+    _check_number(diffusion_weight, 'diffusion_weight', 'transfusion_loss', 0)
     return lm_loss + diffusion_weight * diffusion_loss
 
 # %% ../nbs/04_diffusion.ipynb #0b064e83
@@ -585,6 +652,11 @@ def noise_images(
     generator: torch.Generator | None = None,
 ) -> NoisedImages:
     "Noise every image of every sample at its own time, and report exactly that time as the network time."
+    if not isinstance(objective, Diffusion): raise TypeError(f'noise_images: objective must be a DDPM or FlowMatching, got {type(objective).__name__}')
+    for i, s in enumerate(images):
+        for j, img in enumerate(s):
+            if not (torch.is_tensor(img) and img.is_floating_point()):
+                raise TypeError(f'noise_images: sample {i}, image {j} must be a float tensor, got {img.dtype if torch.is_tensor(img) else type(img).__name__}')
     b, m = len(images), max((len(s) for s in images), default=0)
     device = next((img.device for s in images for img in s), None)
     if times is None: times = objective.sample_times((b, m), generator=generator, max_noise=max_noise, device=device)
@@ -613,18 +685,28 @@ def token_times(
     check_network_time(network_times)
     if image_ids.shape[0] != network_times.shape[0] or image_ids.ndim != 2:
         raise ValueError(f'image_ids must be (b, n) with b = {network_times.shape[0]}, got {tuple(image_ids.shape)}')
+    if image_ids.is_floating_point() or image_ids.dtype == torch.bool: raise TypeError(f'token_times: image_ids must be an integer tensor, got {image_ids.dtype}')
+    if image_ids.numel() and image_ids.min() < -1: raise ValueError(f'token_times: image_ids must be >= -1 (-1 for text and padding), got {image_ids.min().item()}')
+    _check_number(fill, 'fill', 'token_times', 0, 1)
     if image_ids.numel() and image_ids.max() >= network_times.shape[1]:
         raise ValueError(f'image_ids refer to image {image_ids.max().item()} but there are only {network_times.shape[1]} per sample')
     per_token = network_times.gather(1, image_ids.clamp(min=0))  # (b, n)
     return torch.where(image_ids >= 0, per_token, torch.full_like(per_token, fill))
 
 # %% ../nbs/04_diffusion.ipynb #249cb179
+def _check_scale(scale, where: str):
+    "A guidance scale: a finite real number, or a float tensor of finite values."
+    if torch.is_tensor(scale): ok = scale.is_floating_point() and bool(torch.isfinite(scale).all())
+    else: ok = isinstance(scale, numbers.Real) and not isinstance(scale, bool) and math.isfinite(scale)
+    if not ok: raise ValueError(f'{where}: scale must be a finite number, got {scale!r}')
+
 def cfg_combine(
     cond: Tensor,  # prediction with the conditioning
     uncond: Tensor,  # prediction without it
     scale: float,  # guidance scale w: 1 = conditional, 0 = unconditional, > 1 = guided
 ) -> Tensor:
     "Classifier-free guidance: uncond + scale * (cond - uncond)."
+    _check_scale(scale, 'cfg_combine')
     if cond.shape != uncond.shape: raise ValueError(f'cond shape {tuple(cond.shape)} != uncond shape {tuple(uncond.shape)}')
     return uncond + scale * (cond - uncond)
 
@@ -635,6 +717,7 @@ def guided(
     scale: float,  # guidance scale w
 ) -> Callable[[Tensor, Tensor], Tensor]:
     "One `denoise_fn` that returns the guided combination of two (skips `uncond_fn` when scale == 1)."
+    _check_scale(scale, 'guided')
     if scale == 1: return cond_fn
     return lambda x_t, tau: cfg_combine(cond_fn(x_t, tau), uncond_fn(x_t, tau), scale)
 
@@ -644,7 +727,8 @@ def ddpm_timesteps(
     steps: int,  # sampling steps, 1 <= steps <= T
 ) -> Tensor:
     "The `steps` DDPM step indices a sampler visits, evenly spaced from T-1 down to 0, int64 (t,)."
-    if not isinstance(steps, int) or not 1 <= steps <= T: raise ValueError(f'DDPM sampling steps must be in [1, T={T}], got {steps!r}')
+    _check_int(T, 'T', 'ddpm_timesteps')
+    if not _is_int(steps) or not 1 <= steps <= T: raise ValueError(f'DDPM sampling steps must be in [1, T={T}], got {steps!r}')
     ts = torch.linspace(T - 1, 0, steps, dtype=torch.float64).round().long()
     assert len(ts.unique()) == steps
     return ts
@@ -661,6 +745,7 @@ def ddpm_ancestral_step(x: Tensor, x0: Tensor, alpha_bar_t: Tensor, alpha_bar_s:
 # %% ../nbs/04_diffusion.ipynb #ccc08878
 def ddim_step(x: Tensor, x0: Tensor, alpha_bar_t: Tensor, alpha_bar_s: Tensor, eta: float = 0., noise: Tensor | None = None) -> Tensor:
     "One DDIM step from step t to an earlier step s: the clean guess x0 re-noised to level s with the same eps."
+    _check_number(eta, 'eta', 'ddim_step', 0)
     eps = (x - alpha_bar_t.sqrt() * x0) / (1 - alpha_bar_t).sqrt()
     sigma = eta * ((1 - alpha_bar_s) / (1 - alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_s)).sqrt()
     x_s = alpha_bar_s.sqrt() * x0 + (1 - alpha_bar_s - sigma ** 2).clamp(min=0).sqrt() * eps
@@ -670,6 +755,7 @@ def ddim_step(x: Tensor, x0: Tensor, alpha_bar_t: Tensor, alpha_bar_s: Tensor, e
 def ddpm_sample_loop(ddpm: DDPM, call: Callable, x: Tensor, steps: int, method: str, eta: float = 0.,
                      generator: torch.Generator | None = None, clip_x0: float | None = None) -> list[Tensor]:
     "Run a DDPM sampler from noise `x`; return every x along the way (steps + 1 of them)."
+    if method not in DDPM.methods: raise ValueError(f'ddpm_sample_loop: unknown sampler {method!r}; expected one of {DDPM.methods}')
     ts = ddpm_timesteps(ddpm.T, steps).to(x.device)
     alpha_bar = ddpm.alpha_bar.to(x.device, x.dtype)
     xs = [x]
@@ -697,6 +783,8 @@ def midpoint_step(fn: Callable, x: Tensor, tau: Tensor, h: Tensor) -> Tensor:
 # %% ../nbs/04_diffusion.ipynb #1ce83317
 def flow_sample_loop(call: Callable, x: Tensor, steps: int, method: str) -> list[Tensor]:
     "Integrate the flow from tau = 0 (noise) to 1 on `steps` equal intervals; return every x on the grid."
+    if method not in FlowMatching.methods: raise ValueError(f'flow_sample_loop: unknown sampler {method!r}; expected one of {FlowMatching.methods}')
+    _check_int(steps, 'steps', 'flow_sample_loop')
     taus = torch.linspace(0, 1, steps + 1, device=x.device)
     step = {'euler': euler_step, 'midpoint': midpoint_step}[method]
     xs = [x]
@@ -717,13 +805,18 @@ class GaussianMixture:
         self.means = torch.as_tensor(means, dtype=torch.float64)
         k = len(self.weights)
         if self.means.ndim != 2 or self.means.shape[0] != k: raise ValueError(f'means must be (k, d) with k = {k}, got {tuple(self.means.shape)}')
-        if (self.weights < 0).any() or abs(self.weights.sum().item() - 1) > 1e-6: raise ValueError(f'weights must be >= 0 and sum to 1, got {self.weights.tolist()}')
-        self.stds = torch.as_tensor(stds, dtype=torch.float64).expand(k).clone()
+        if not torch.isfinite(self.weights).all() or (self.weights < 0).any() or abs(self.weights.sum().item() - 1) > 1e-6: raise ValueError(f'weights must be >= 0 and sum to 1, got {self.weights.tolist()}')
+        stds = torch.as_tensor(stds, dtype=torch.float64)
+        if stds.ndim > 1 or (stds.ndim == 1 and len(stds) != k): raise ValueError(f'stds must be one number or (k,) with k = {k}, got shape {tuple(stds.shape)}')
+        if not (torch.isfinite(stds).all() and (stds >= 0).all()): raise ValueError(f'stds must be finite and >= 0, got {stds.tolist()}')
+        if not torch.isfinite(self.means).all(): raise ValueError('means must be finite, got NaN or inf')
+        self.stds = stds.expand(k).clone()
 
 # %% ../nbs/04_diffusion.ipynb #78a8878d
 @patch_to(GaussianMixture)
 def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
     "n points (n, d), float32."
+    _check_int(n, 'n', 'GaussianMixture.sample')
     k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
     noise = torch.randn(n, self.means.shape[1], generator=generator, dtype=torch.float64)
     return (self.means[k] + self.stds[k, None] * noise).float()
@@ -736,6 +829,9 @@ def posterior_means(self,
     sigma: Tensor,  # (b,) or scalar noise scale
 ) -> tuple[Tensor, Tensor]:
     "(E[x | x_t], E[noise | x_t]), each (b, d) in x_t's dtype."
+    d = self.means.shape[1]
+    if not (torch.is_tensor(x_t) and x_t.ndim == 2 and x_t.shape[1] == d):
+        raise ValueError(f'posterior_means: x_t must be (b, d) points with d = {d}, got {tuple(x_t.shape) if torch.is_tensor(x_t) else type(x_t).__name__}')
     x = x_t.double()
     a, s = (torch.as_tensor(v, dtype=torch.float64, device=x.device).expand(x.shape[0])[:, None] for v in (alpha, sigma))  # (b, 1)
     mu, std, w = self.means.to(x.device), self.stds.to(x.device), self.weights.to(x.device)
@@ -768,6 +864,7 @@ def plot_points(
     lim: float = 4.,  # axis limits [-lim, lim]
 ):
     "Scatter plots of 2-D samples, one panel per entry, over optional grey reference points."
+    if not (isinstance(samples, dict) and samples): raise ValueError(f'plot_points: samples must be a non-empty dict title -> (b, 2) points, got {samples!r}')
     if axs is None: _, axs = new_fig(1, len(samples), size=2.6, squeeze=False); axs = axs[0]
     for ax, (name, pts) in zip(axs, samples.items()):
         ax.clear()

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_hyper_connections.ipynb #b2674982
 from __future__ import annotations
-import random
+import inspect, math, numbers, random
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, Callable
@@ -33,6 +33,13 @@ __all__ = ['RESIDUAL_KINDS', 'adjacent_similarity', 'plot_adjacent_similarity', 
 
 
 # %% ../nbs/02_hyper_connections.ipynb #07c479c2
+def _is_int(v) -> bool: return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+def _check_positive_int(v, name:str, where:str):
+    "Raise unless `v` is an int >= 1 (a bool is not): 'where: name must be a positive int, got v'."
+    if not _is_int(v) or v < 1: raise ValueError(f'{where}: {name} must be a positive int, got {v!r}')
+    return v
+
 def adjacent_similarity(norm:str='pre', # 'pre' or 'post': where the layer norm sits
                         depth:int=32, # number of residual layers
                         dim:int=64, # width
@@ -41,6 +48,7 @@ def adjacent_similarity(norm:str='pre', # 'pre' or 'post': where the layer norm 
                        ) -> Tensor: # `(depth,)` mean cosine similarity between h^(k-1) and h^k
     "Cosine similarity of consecutive hidden states in a random residual MLP stack (Pre-Norm or Post-Norm)."
     if norm not in ('pre', 'post'): raise ValueError(f"adjacent_similarity: norm must be 'pre' or 'post', got {norm!r}")
+    for name, v in (('depth', depth), ('dim', dim), ('batch', batch)): _check_positive_int(v, name, 'adjacent_similarity')
     g = torch.Generator().manual_seed(seed)
     h, sims = torch.randn(batch, dim, generator=g), []
     for _ in range(depth):
@@ -119,11 +127,18 @@ def _check_streams(x:Tensor, num_streams:int, where:str):
         raise ValueError(f'{where}: the leading axis ({x.shape[0]}) holds batch x streams and must be divisible by '
                          f'num_streams={num_streams}; got shape {tuple(x.shape)} (expand the input with expand_stream first)')
 
+def _check_residuals(x:Tensor, dtype:torch.dtype, where:str):
+    "Raise a clear error unless `x` is a float tensor `((b s), ..., d)` of the parameters' `dtype` (any float under autocast)."
+    if not torch.is_tensor(x): raise TypeError(f'{where}: residuals must be a tensor ((batch x streams), ..., dim), got {type(x).__name__}')
+    if x.ndim < 2: raise ValueError(f'{where}: residuals must be ((batch x streams), ..., dim), at least 2 axes, got shape {tuple(x.shape)}')
+    if not x.is_floating_point() or (x.dtype != dtype and not torch.is_autocast_enabled(x.device.type)):
+        raise TypeError(f"{where}: residuals must be float tensors of the parameters' dtype {dtype} (or run under autocast), got {x.dtype}")
+
 class ExpandStreams(nn.Module):
     "Copy the input into `num_streams` residual streams: `b ... -> (b s) ...`."
     def __init__(self, num_streams:int):
         super().__init__()
-        self.num_streams = num_streams
+        self.num_streams = _check_positive_int(num_streams, 'num_streams', 'ExpandStreams')
     def forward(self, x:Tensor) -> Tensor: return repeat(x, 'b ... -> (b s) ...', s=self.num_streams)
 
 # %% ../nbs/02_hyper_connections.ipynb #07995b14
@@ -131,7 +146,7 @@ class ReduceStreams(nn.Module):
     "Sum the residual streams back into one hidden state: `(b s) ... -> b ...`."
     def __init__(self, num_streams:int):
         super().__init__()
-        self.num_streams = num_streams
+        self.num_streams = _check_positive_int(num_streams, 'num_streams', 'ReduceStreams')
     def forward(self, x:Tensor) -> Tensor:
         _check_streams(x, self.num_streams, 'ReduceStreams')
         return reduce(x, '(b s) ... -> b ...', 'sum', s=self.num_streams)
@@ -141,6 +156,8 @@ def get_expand_reduce_stream_functions(num_streams:int, # number of residual str
                                        disable:bool|None=None, # True: identities (a plain residual network); None is False
                                       ) -> tuple[nn.Module, nn.Module]:
     "`(expand_stream, reduce_stream)`: identities when `num_streams == 1` or `disable`."
+    _check_positive_int(num_streams, 'num_streams', 'get_expand_reduce_stream_functions')
+    if disable not in (None, True, False): raise ValueError(f'get_expand_reduce_stream_functions: disable must be None, True or False, got {disable!r}')
     if num_streams == 1 or disable: return nn.Identity(), nn.Identity()
     return ExpandStreams(num_streams), ReduceStreams(num_streams)
 
@@ -149,6 +166,9 @@ def hc_matrix(alpha:Tensor, # `(..., s, s+1)`: column 0 is A_m, columns 1..s are
               beta:Tensor, # `(..., s)`: B
              ) -> Tensor: # `(..., s+1, s+1)`
     "The connection matrix HC = [[0, B], [A_m, A_r]]: row i is a source (layer output, then old streams), column j a destination."
+    s = alpha.shape[-2] if alpha.ndim >= 2 else None
+    if s is None or alpha.shape[-1] != s + 1 or beta.shape != alpha.shape[:-1]:
+        raise ValueError(f'hc_matrix: alpha must be (..., s, s+1) and beta (..., s), got {tuple(alpha.shape)} and {tuple(beta.shape)}')
     top = torch.cat([torch.zeros_like(beta[..., :1]), beta], dim=-1)[..., None, :]  # (..., 1, r)
     return torch.cat([top, alpha], dim=-2)
 
@@ -187,6 +207,8 @@ class RMSNorm(nn.Module):
                  eps:float=1e-6, # added to the mean square
                 ):
         super().__init__()
+        if not _is_int(dim) or dim < 1: raise ValueError(f'RMSNorm: dim must be a positive int, got {dim!r}')
+        if not (isinstance(eps, numbers.Real) and math.isfinite(eps) and eps >= 0): raise ValueError(f'RMSNorm: eps must be a finite number >= 0, got {eps!r}')
         self.dim, self.eps = dim, eps
         self.gamma = nn.Parameter(torch.zeros(dim))
 
@@ -211,8 +233,12 @@ class HyperConnections(Residual):
                  mix_residuals:bool=True, # False: keep the streams without A_r, as hyper-connections 0.1.8 does
                 ):
         super().__init__()
-        if not (isinstance(num_streams, int) and num_streams > 0):
-            raise ValueError(f'HyperConnections: num_streams must be a positive int, got {num_streams!r}')
+        name = type(self).__name__
+        _check_positive_int(num_streams, 'num_streams', name)
+        _check_positive_int(dim, 'dim', name)
+        if layer_index is not None and not (_is_int(layer_index) and layer_index >= 0):
+            raise ValueError(f'{name}: layer_index must be None or an int >= 0, got {layer_index!r}')
+        if not (isinstance(dropout, numbers.Real) and 0 <= dropout <= 1): raise ValueError(f'{name}: dropout must be a probability in [0, 1], got {dropout!r}')
         self.num_streams, self.dim, self.branch = num_streams, dim, branch
         self.channel_first, self.mix_residuals = channel_first, mix_residuals
         self.act = nn.Tanh() if tanh else nn.Identity()
@@ -235,7 +261,8 @@ class HyperConnections(Residual):
 @patch_to(HyperConnections)
 def streams_of(self, residuals:Tensor) -> Tensor:
     "View the residuals `(b s) ... d` (or `(b s) d ...` when channel first) as `b ... s d`, checking the shape."
-    _check_streams(residuals, self.num_streams, 'HyperConnections')
+    _check_residuals(residuals, self.norm.gamma.dtype, type(self).__name__)
+    _check_streams(residuals, self.num_streams, type(self).__name__)
     if self.channel_first: residuals = rearrange(residuals, 'b d ... -> b ... d')
     if residuals.shape[-1] != self.dim:
         raise ValueError(f'HyperConnections: expected width dim={self.dim}, got {residuals.shape[-1]} channels '
@@ -290,9 +317,16 @@ def get_init_and_expand_reduce_stream_functions(num_streams:int, # number of res
                                                 **kwargs, # more arguments of the connection class (e.g. `layout` of frac-connections)
                                                ) -> tuple[Callable, nn.Module, nn.Module]:
     "`(init_hyper_conn, expand_stream, reduce_stream)`; `init_hyper_conn(dim=..., branch=..., layer_index=...)` builds one connection."
-    if kind not in RESIDUAL_KINDS: raise ValueError(f'kind must be one of {RESIDUAL_KINDS}, got {kind!r}')
+    where = 'get_init_and_expand_reduce_stream_functions'
+    if kind not in RESIDUAL_KINDS: raise ValueError(f'{where}: kind must be one of {RESIDUAL_KINDS}, got {kind!r}')
+    _check_positive_int(num_streams, 'num_streams', where)
+    _check_positive_int(num_fracs, 'num_fracs', where)
     if num_fracs != 1 and kind != 'frac': raise ValueError(f"num_fracs={num_fracs} needs kind='frac', got kind={kind!r}")
     disable = disable or kind == 'residual'
+    if not disable:
+        cls = HyperConnections if kind == 'hc' else FracConnections if kind == 'frac' else ManifoldConstrainedHyperConnections
+        unknown = sorted(set(kwargs) - set(inspect.signature(cls).parameters) | set(kwargs) & {'num_streams', 'num_fracs'})
+        if unknown: raise ValueError(f'{where}: unknown option(s) {unknown} for {cls.__name__}')
     klass = (Residual if disable else HyperConnections if kind == 'hc' else
              partial(FracConnections, num_fracs=num_fracs) if kind == 'frac' else ManifoldConstrainedHyperConnections)
     return (partial(klass, num_streams, **kwargs), *get_expand_reduce_stream_functions(num_streams, disable=disable))
@@ -309,7 +343,13 @@ def unfold_connections(alphas:list[Tensor], # per layer `(..., s, s+1)`, in laye
     "Unfold a stack of hyper-connections: entry (k, j) is how much source j (0: embedding, j: layer j's output) feeds layer k+1's input."
     if len(alphas) != len(betas): raise ValueError(f'unfold_connections: {len(alphas)} alphas but {len(betas)} betas')
     if reduce not in ('sum', 'mean'): raise ValueError(f"unfold_connections: reduce must be 'sum' or 'mean', got {reduce!r}")
-    L, s = len(alphas), alphas[0].shape[-2]
+    if not alphas: raise ValueError('unfold_connections: expected at least one layer, got no alphas')
+    s = alphas[0].shape[-2] if alphas[0].ndim >= 2 else 0
+    for k, (a, b) in enumerate(zip(alphas, betas)):
+        if a.ndim < 2 or a.shape[-2:] != (s, s + 1) or b.shape != a.shape[:-1]:
+            raise ValueError(f'unfold_connections: layer {k}: alpha must be (..., s, s+1) and beta (..., s) with s = {s} in every layer, '
+                             f'got {tuple(a.shape)} and {tuple(b.shape)}')
+    L = len(alphas)
     coef = torch.ones(*alphas[0].shape[:-2], s, 1, dtype=alphas[0].dtype)  # C^0: (..., s, k) streams in terms of sources
     rows = []
     for alpha, beta in zip(alphas, betas):
@@ -324,6 +364,10 @@ def static_weights(hcs:list[nn.Module]) -> tuple[list[Tensor], list[Tensor]]:
     "The static `(alpha, beta)` of each connection in `hcs`; a `Residual` counts as one stream with every weight 1."
     alphas, betas = [], []
     for hc in hcs:
+        if isinstance(hc, HyperConnections) and type(hc).connection_weights is not HyperConnections.connection_weights:
+            raise TypeError(f'static_weights: {type(hc).__name__} has no plain (s, s+1) static matrix (fractions, or weights passed through sigmoid/Sinkhorn); '
+                            'record_connection_weights gives the weights it uses')
+        if not isinstance(hc, Residual): raise TypeError(f'static_weights: expected Residual or HyperConnections modules, got {type(hc).__name__}')
         if isinstance(hc, HyperConnections): alphas.append(hc.static_alpha.detach()); betas.append(hc.static_beta.detach())
         else: alphas.append(torch.ones(1, 2)); betas.append(torch.ones(1))
     return alphas, betas
@@ -357,6 +401,7 @@ def plot_loss_curves(curves:dict[str, list[float]], # label -> loss per step
                      ax=None, smooth:int=20, # moving-average window
                      title:str|None=None):
     "Training-loss curves on one plot: raw (faint) and a moving average; later curves dashed so overlaps stay visible."
+    _check_positive_int(smooth, 'smooth', 'plot_loss_curves')
     if ax is None: _, ax = new_fig(size=4.)
     for i, (label, losses) in enumerate(curves.items()):
         l = torch.tensor(losses)
@@ -402,7 +447,8 @@ class FracConnections(HyperConnections):
                  layout:str='package', # 'package': 0.4.11's column layout and init; 'paper': a plain residual at init (see below)
                 ):
         if layout not in ('package', 'paper'): raise ValueError(f"FracConnections: layout must be 'package' or 'paper', got {layout!r}")
-        if not (isinstance(num_fracs, int) and num_fracs > 0 and divisible_by(dim, num_fracs)):
+        _check_positive_int(dim, 'dim', 'FracConnections')
+        if not (_is_int(num_fracs) and num_fracs > 0 and divisible_by(dim, num_fracs)):
             raise ValueError(f'FracConnections: num_fracs must be a positive int that divides dim={dim}, got {num_fracs!r}')
         s, f, d = num_streams, num_fracs, dim // num_fracs
         super().__init__(s, dim=d, branch=branch, layer_index=layer_index, tanh=tanh, dropout=dropout, residual_transform=residual_transform)
@@ -419,6 +465,7 @@ class FracConnections(HyperConnections):
 @patch_to(FracConnections)
 def streams_of(self, residuals:Tensor) -> Tensor:
     "View the residuals `(b s) ... (f d)` as `b ... f s d`: fraction, stream, width d/f."
+    _check_residuals(residuals, self.norm.gamma.dtype, 'FracConnections')
     _check_streams(residuals, self.num_streams, 'FracConnections')
     if residuals.shape[-1] != self.dim:
         raise ValueError(f'FracConnections: expected width dim={self.dim}, got shape {tuple(residuals.shape)}')
@@ -465,6 +512,15 @@ def sinkhorn(logits:Tensor, # `(..., s, s)`
              iters:int=20, # column and row normalisations
             ) -> Tensor: # `(..., s, s)`, rows and columns summing to 1
     "Sinkhorn-Knopp: exp(logits) made doubly stochastic by alternately normalising columns and rows (float32 inside)."
+    if not (torch.is_tensor(logits) and logits.is_floating_point() and logits.ndim >= 2 and logits.shape[-1] == logits.shape[-2] >= 1):
+        raise ValueError(f'sinkhorn: logits must be a float tensor (..., s, s) with s >= 1, got '
+                         + (f'{tuple(logits.shape)} {logits.dtype}' if torch.is_tensor(logits) else type(logits).__name__))
+    _check_positive_int(iters, 'iters', 'sinkhorn')
+    if not torch.isfinite(logits).all(): raise ValueError('sinkhorn: logits contain NaN or inf')
+    return _sinkhorn(logits, iters)
+
+def _sinkhorn(logits:Tensor, iters:int) -> Tensor:
+    "`sinkhorn` without the checks (the connection's forward calls it: no host sync per layer)."
     m = logits.float()
     m = (m - m.amax(-2, keepdim=True).detach()).exp()
     for _ in range(iters): m = F.normalize(F.normalize(m, p=1, dim=-2), p=1, dim=-1)
@@ -483,6 +539,7 @@ class ManifoldConstrainedHyperConnections(HyperConnections):
                  residual_transform:nn.Module|None=None, # applied to the kept streams
                  sinkhorn_iters:int=20, # Sinkhorn-Knopp iterations
                 ):
+        _check_positive_int(sinkhorn_iters, 'sinkhorn_iters', 'ManifoldConstrainedHyperConnections')
         super().__init__(num_streams, dim=dim, branch=branch, layer_index=layer_index, tanh=False, dropout=dropout,
                          residual_transform=residual_transform)
         del self.dynamic_alpha_scale, self.dynamic_beta_scale                                  # one scale per part instead
@@ -499,13 +556,14 @@ def connection_weights(self, streams:Tensor) -> tuple[Tensor, Tensor]:
     normed = self.norm(streams).float()
     scale = torch.cat([self.pre_branch_scale, self.residual_scale.expand(self.num_streams)])   # (r,)
     alpha = self.static_alpha + scale * (normed @ self.dynamic_alpha_fn[0])
-    alpha = torch.cat([alpha[..., :1].sigmoid(), sinkhorn(alpha[..., 1:], self.sinkhorn_iters)], dim=-1)
+    alpha = torch.cat([alpha[..., :1].sigmoid(), _sinkhorn(alpha[..., 1:], self.sinkhorn_iters)], dim=-1)
     beta = 2 * (self.static_beta + self.h_post_scale * (normed @ self.dynamic_beta_fn)).sigmoid()
     return alpha, beta
 
 # %% ../nbs/02_hyper_connections.ipynb #b1aa6527
 def plot_frac_matrix(fc:FracConnections, ax=None, title:str|None=None, annotate:bool=True):
     "Heatmap of a frac-connection's static alpha: rows (fraction j, stream i), columns (output fraction g, t = input or stream)."
+    if not isinstance(fc, FracConnections): raise TypeError(f'plot_frac_matrix: fc must be a FracConnections, got {type(fc).__name__}')
     if ax is None: _, ax = new_fig(size=3.)
     s, f = fc.num_streams, fc.num_fracs
     cols = [f'h{g}' if t == 0 else f"H'{g},{t}" for g in range(f) for t in range(s + 1)]
@@ -521,6 +579,10 @@ def signal_norms(kind:str, # one of RESIDUAL_KINDS
                  batch:int=64, seed:int=0,
                 ) -> Tensor: # `(depth+1,)`: RMS of the residual streams before the first layer and after each
     "RMS of the residual streams through a deep stack of random layers whose connections' static weights are perturbed."
+    if kind not in RESIDUAL_KINDS: raise ValueError(f'signal_norms: kind must be one of {RESIDUAL_KINDS}, got {kind!r}')
+    for name, v in (('depth', depth), ('dim', dim), ('num_streams', num_streams), ('num_fracs', num_fracs), ('batch', batch)):
+        _check_positive_int(v, name, 'signal_norms')
+    if not (isinstance(std, numbers.Real) and math.isfinite(std) and std >= 0): raise ValueError(f'signal_norms: std must be a finite number >= 0, got {std!r}')
     s, f = (1, num_fracs) if kind == 'frac' else (1, 1) if kind == 'residual' else (num_streams, 1)
     init, expand, _ = get_init_and_expand_reduce_stream_functions(s, kind=kind, num_fracs=f)
     g, g_noise = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)   # layers, perturbations
