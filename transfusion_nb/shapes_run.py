@@ -414,7 +414,7 @@ def read_picture(
     finally: Image.MAX_IMAGE_PIXELS = pil_limit
     fmt = next((f for f, (fh, fw) in FORMATS.items() if w * fh == h * fw and h % fh == 0), None)
     if fmt is None: raise ValueError(f'cannot read {path}: {w}x{h} is neither square (1:1) nor wide (2:3) at a multiple of '
-                                     f'{" or ".join(f"{fw}x{fh}" for fh, fw in FORMATS.values())} pixels')
+                                     f'{" or ".join(f"{fw}x{fh}" for fh, fw in FORMATS.values())} pixels (one picture per file)')
     small = rgb.resize(FORMATS[fmt][::-1], Image.Resampling.BOX)
     x = torch.from_numpy(np.asarray(small, dtype=np.float32) / 255).permute(2, 0, 1)  # (3, y, x) in [0, 1]
     return x * 2 - 1, fmt
