@@ -123,6 +123,22 @@ def show_doc_order_problems(show_docs: list[tuple[str, bool]], order: dict[str, 
     return bad
 
 
+def mixed_import_cells(nb_path: Path) -> list[str]:
+    "Cells the docs build would run out of context: nbdev executes every cell with an import in it (even inside a function)."
+    import ast
+    bad = []
+    for i, cell in enumerate(nbformat.read(nb_path, as_version=4).cells):
+        if cell.cell_type != 'code' or 'nbdev_export()' in cell.source: continue
+        d = directives(cell.source)
+        if d.keys() & {'export', 'exports', 'exporti', 'exec_doc'} or d.get('eval', '').lower() == 'false': continue
+        try: tree = ast.parse('\n'.join(l for l in cell.source.splitlines() if not l.lstrip().startswith(('%', '!'))))
+        except SyntaxError: continue
+        nodes = list(ast.walk(tree))
+        if any(isinstance(n, (ast.Import, ast.ImportFrom)) for n in nodes) and any(isinstance(n, (ast.Expr, ast.Assign)) for n in nodes):
+            bad.append(f'{nb_path.name}: cell {i} mixes imports with other code (the docs build runs it alone): {cell.source[:60]!r}')
+    return bad
+
+
 def check_sidebar(problems: list[str]) -> None:
     side = yaml.safe_load((ROOT / 'nbs/sidebar.yml').read_text())
     contents = side['website']['sidebar']['contents']
@@ -145,6 +161,9 @@ def main() -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     problems: list[str] = []
     check_sidebar(problems)
+    for nb_path in sorted((ROOT / 'nbs').glob('[0-9]*.ipynb')) + [ROOT / 'nbs/index.ipynb']: problems += mixed_import_cells(nb_path)
+    if problems and not args.no_proc:
+        print('DOCS CHECK FAILED before processing:'); [print(' -', p) for p in problems]; return 1
 
     if not args.no_proc:
         t = time.time()
