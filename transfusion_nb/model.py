@@ -14,7 +14,8 @@ from fastcore.basics import patch_to
 from torch import nn, Tensor
 
 from .axial_pos_emb import ContinuousAxialPositionalEmbedding
-from .diffusion import DDPM, FlowMatching, check_network_time
+from .diffusion import DDPM, PREDICTIONS, FlowMatching, check_network_time
+from .hyper_connections import RESIDUAL_KINDS
 from .masks import _check_int, dense_attn_mask, rotary_positions, transfusion_block_mask
 from .sequence import Packed, Vocab, check_samples, pack
 from .transformer import TimeEmbedding, Transformer
@@ -212,7 +213,8 @@ class Prediction(NamedTuple):
 
 # %% ../nbs/07_transfusion.ipynb #f7b2678f
 _CHOICES = dict(patch_codec=('linear', 'unet'), diffusion=('flow', 'ddpm'), time_cond=('adaptive', 'add'),
-                ada_gate=('zero', 'sigmoid'), attn_impl=('auto', 'dense', 'flex'))   # the option strings the constructor knows
+                ada_gate=('zero', 'sigmoid'), attn_impl=('auto', 'dense', 'flex'),
+                residual=RESIDUAL_KINDS)   # the option strings the constructor knows
 
 def _check_real(name:str, v, ok, want:str):
     "Raise unless `v` is a finite real number (not a bool) for which `ok(v)` holds; `want` says what is expected."
@@ -220,10 +222,22 @@ def _check_real(name:str, v, ok, want:str):
     if not (math.isfinite(v) and ok(v)): raise ValueError(f'Transfusion: {name} must be {want}, got {v!r}')
 
 
+# %% ../nbs/07_transfusion.ipynb #dcc6ada5
+def _check_new_options(a:dict) -> None:
+    "The residual and prediction options of the constructor's arguments `a`: a sentence naming the first bad one."
+    if a['residual_kwargs'] is not None and not isinstance(a['residual_kwargs'], dict):
+        raise TypeError(f"Transfusion: residual_kwargs must be None or a dict of options of the connection class, got {a['residual_kwargs']!r}")
+    if a['num_fracs'] != 1 and a['residual'] != 'frac': raise ValueError(f"Transfusion: num_fracs={a['num_fracs']} needs residual='frac', got {a['residual']!r}")
+    p, kw = a['prediction'], a['diffusion_kwargs']
+    if p is not None and p not in PREDICTIONS: raise ValueError(f'Transfusion: prediction must be None or one of {PREDICTIONS}, got {p!r}')
+    if p is not None and isinstance(kw, dict) and 'prediction' in kw:
+        raise ValueError(f"Transfusion: prediction={p!r} and diffusion_kwargs['prediction']={kw['prediction']!r} both given: pass one")
+
+
 # %% ../nbs/07_transfusion.ipynb #33ba4cbf
 def _check_args(a:dict) -> None:
     "The constructor's arguments `a` other than channels and image sizes: a sentence naming the first bad one."
-    for k in ('num_text_tokens', 'dim', 'depth', 'heads', 'dim_head', 'num_residual_streams', 'patch_size', 'unet_hidden'):
+    for k in ('num_text_tokens', 'dim', 'depth', 'heads', 'dim_head', 'num_residual_streams', 'num_fracs', 'patch_size', 'unet_hidden'):
         _check_int('Transfusion', k, a[k])
     if a['dim_head'] % 2: raise ValueError(f"Transfusion: dim_head must be even (rotary channels turn in pairs), got {a['dim_head']!r}")
     if a['max_image_size'] is not None: _check_int('Transfusion', 'max_image_size', a['max_image_size'])
@@ -238,6 +252,7 @@ def _check_args(a:dict) -> None:
     if a['max_noise_captioning'] is not None: _check_real('max_noise_captioning', a['max_noise_captioning'], lambda v: 0 < v <= 1, 'None or a number in (0, 1]')
     if a['patch_codec'] == 'unet' and a['unet_hidden'] > 8 and a['unet_hidden'] % 8:
         raise ValueError(f"Transfusion: unet_hidden must be <= 8 or a multiple of 8 (the U-Net's group norm has 8 groups), got {a['unet_hidden']!r}")
+    _check_new_options(a)
     kw = a['diffusion_kwargs']
     if kw is not None and (not isinstance(kw, dict) or 'cond_drop_prob' in kw):
         raise ValueError(f'Transfusion: diffusion_kwargs must be None or a dict of FlowMatching/DDPM options other than cond_drop_prob '
@@ -263,6 +278,14 @@ def _check_config(channels, image_size, patch_size:int, diffusion:str, attn_impl
     if attn_impl not in ('auto', 'dense', 'flex'): raise ValueError(f"Transfusion: attn_impl must be 'auto', 'dense' or 'flex', got {attn_impl!r}")
     return tuple(int(c) for c in chans), tuple((int(h), int(w)) for h, w in sizes)
 
+# %% ../nbs/07_transfusion.ipynb #a6a47ddf
+def _make_objective(diffusion:str, cond_drop_prob:float, diffusion_kwargs:dict|None, prediction:str|None):
+    "The image objective, DDPM or FlowMatching, with `diffusion_kwargs` and `prediction` (None: the objective's default)."
+    kw = dict(default(diffusion_kwargs, {}))
+    if prediction is not None: kw['prediction'] = prediction
+    return (DDPM if diffusion == 'ddpm' else FlowMatching)(cond_drop_prob=cond_drop_prob, **kw)
+
+
 # %% ../nbs/07_transfusion.ipynb #8053f447
 class Transfusion(nn.Module):
     "Transfusion (Zhou et al. 2024, https://arxiv.org/abs/2408.11039): one transformer, next-token loss on text, diffusion loss on images."
@@ -274,6 +297,9 @@ class Transfusion(nn.Module):
                  dim_head:int=16, # width of one head
                  ff_mult:float=4., # feed-forward hidden width is int(dim * ff_mult * 2/3)
                  num_residual_streams:int=1, # hyper-connection streams (1: plain residual)
+                 residual:str='hc', # connection around each block, one of RESIDUAL_KINDS ('hc' with one stream: plain residual)
+                 num_fracs:int=1, # fractions per stream (residual='frac')
+                 residual_kwargs:dict|None=None, # more options of the connection class, e.g. dict(layout='paper') for frac
                  channels:int|Sequence[int]=1, # image channels, one per modality type (the number of types)
                  image_size:Sequence=(8, 8), # default (h, w), or one per type: the fallback shape for generation
                  patch_size:int=2, # p: patches of p x p pixels
@@ -281,6 +307,7 @@ class Transfusion(nn.Module):
                  unet_hidden:int=32, # channels inside the U-Net blocks
                  diffusion:Literal['flow', 'ddpm']='flow', # the image objective (notebook 04)
                  diffusion_kwargs:dict|None=None, # passed to FlowMatching or DDPM (T, schedule, steps, method, ...)
+                 prediction:str|None=None, # what the network predicts: 'eps', 'v' or 'x' (None: eps for DDPM, v for flow)
                  diffusion_loss_weight:float|None=None, # lambda (None: 5 for DDPM as the paper, 1 for flow matching)
                  time_cond:Literal['adaptive', 'add']='adaptive', # adaptive norm on image tokens, or the paper's additive embedding
                  ada_gate:Literal['zero', 'sigmoid']='zero', # output gate of the adaptive norm (see the transformer notebook)
@@ -301,13 +328,14 @@ class Transfusion(nn.Module):
         self.token_emb = nn.Embedding(self.vocab.size, dim)
         nn.init.normal_(self.token_emb.weight, std=0.02)
         self.transformer = Transformer(dim, depth, heads, dim_head, ff_mult, num_residual_streams,
-                                       time_cond=time_cond, dim_cond=dim, ada_gate=ada_gate)
+                                       time_cond=time_cond, dim_cond=dim, ada_gate=ada_gate, residual=residual,
+                                       num_fracs=num_fracs, residual_kwargs=residual_kwargs)
         self.time_emb = TimeEmbedding(dim) if time_cond == 'adaptive' else None
         codecs = [make_patch_codec(patch_codec, c, patch_size, dim, time_add=time_cond == 'add', hidden=unet_hidden) for c in self.channels]
         self.encoders, self.decoders = (nn.ModuleList(m) for m in zip(*codecs))      # one (encoder, decoder) per type
         self.pos_embs = nn.ModuleList([ContinuousAxialPositionalEmbedding(dim, 2) for _ in self.channels]) if axial_pos_emb else None
         self.to_logits = nn.Linear(dim, self.vocab.size, bias=False)
-        self.diffusion = (DDPM if diffusion == 'ddpm' else FlowMatching)(cond_drop_prob=cond_drop_prob, **default(diffusion_kwargs, {}))
+        self.diffusion = _make_objective(diffusion, cond_drop_prob, diffusion_kwargs, prediction)
         self.diffusion_loss_weight = default(diffusion_loss_weight, 5. if diffusion == 'ddpm' else 1.)
 
 # %% ../nbs/07_transfusion.ipynb #c8e9e4b4

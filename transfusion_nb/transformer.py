@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_transformer.ipynb #fc103936
 from __future__ import annotations
-import math
+import math, numbers
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
@@ -15,7 +15,8 @@ from fastcore.basics import patch_to
 from torch import nn, Tensor
 
 from .diffusion import SinusoidalTimeEmbedding
-from .hyper_connections import RMSNorm, get_init_and_expand_reduce_stream_functions
+from .hyper_connections import RESIDUAL_KINDS, RMSNorm, get_init_and_expand_reduce_stream_functions
+from .masks import _check_int
 from .utils import default, divisible_by, exists, new_fig
 
 # %% auto #0
@@ -209,6 +210,7 @@ class Attention(nn.Module):
                  dim_head:int=64, # width of one head `e`
                 ):
         super().__init__()
+        for k, v in dict(dim=dim, heads=heads, dim_head=dim_head).items(): _check_int('Attention', k, v)
         self.heads, self.dim_head = heads, dim_head
         self.to_qkv = nn.Linear(dim, 3 * heads * dim_head, bias=False)
         self.to_out = nn.Linear(heads * dim_head, dim, bias=False)
@@ -314,6 +316,9 @@ class FeedForward(nn.Module):
         super().__init__()
         acts = dict(silu=F.silu, gelu=F.gelu)
         if act not in acts: raise ValueError(f"FeedForward: act must be 'silu' or 'gelu', got {act!r}")
+        _check_int('FeedForward', 'dim', dim)
+        if isinstance(mult, bool) or not isinstance(mult, numbers.Real) or not math.isfinite(mult) or int(dim * mult * 2 / 3) < 1:
+            raise ValueError(f'FeedForward: mult must be a finite number with int(dim * mult * 2/3) >= 1 (dim={dim}), got {mult!r}')
         self.act, self.dim_inner = acts[act], int(dim * mult * 2 / 3)
         self.proj_in = nn.Linear(dim, 2 * self.dim_inner, bias=bias)  # value and gate, in that order
         self.proj_out = nn.Linear(self.dim_inner, dim, bias=bias)
@@ -332,6 +337,7 @@ class TimeEmbedding(nn.Module):
                  time_scale:float=1000., # t in [0, 1] is stretched to [0, 1000] like DDPM's integer steps
                 ):
         super().__init__()
+        _check_int('TimeEmbedding', 'dim_out', dim_out); _check_int('TimeEmbedding', 'dim_freq', dim_freq)
         if not divisible_by(dim_freq, 2): raise ValueError(f'TimeEmbedding: dim_freq must be even, got {dim_freq}')
         self.sinusoid = SinusoidalTimeEmbedding(dim_freq, max_period, time_scale)   # no parameters: not in the state_dict
         self.mlp = nn.Sequential(nn.Linear(dim_freq, dim_out), nn.SiLU(), nn.Linear(dim_out, dim_out))
@@ -444,6 +450,20 @@ def _check_inputs(model, x, pos, cond, is_image, cond_index, cache):
         raise ValueError(f'Transformer: per-token cond must be ({b}, {n}, {model.dim_cond}), got {tuple(cond.shape)} '
                          f'(pass cond_index for one row per image)')
 
+# %% ../nbs/05_transformer.ipynb #54a19747
+def _check_transformer_args(dim, depth, heads, dim_head, ff_mult, num_residual_streams, time_cond, residual, residual_kwargs) -> None:
+    "Raise a sentence naming the first bad argument of `Transformer` (before anything is built)."
+    for k, v in dict(dim=dim, depth=depth, heads=heads, dim_head=dim_head).items(): _check_int('Transformer', k, v)
+    if isinstance(ff_mult, bool) or not isinstance(ff_mult, numbers.Real) or not math.isfinite(ff_mult) or int(dim * ff_mult * 2 / 3) < 1:
+        raise ValueError(f'Transformer: ff_mult must be a finite number with int(dim * ff_mult * 2/3) >= 1 (dim={dim}), got {ff_mult!r}')
+    if time_cond not in ('adaptive', 'add'): raise ValueError(f"Transformer: time_cond must be 'adaptive' or 'add', got {time_cond!r}")
+    if not (isinstance(num_residual_streams, int) and not isinstance(num_residual_streams, bool) and num_residual_streams >= 1):
+        raise ValueError(f'Transformer: num_residual_streams must be an int >= 1, got {num_residual_streams!r}')
+    if residual not in RESIDUAL_KINDS: raise ValueError(f'Transformer: residual must be one of {RESIDUAL_KINDS}, got {residual!r}')
+    if residual_kwargs is not None and not isinstance(residual_kwargs, dict):
+        raise TypeError(f'Transformer: residual_kwargs must be None or a dict of options of the connection class, got {residual_kwargs!r}')
+
+
 # %% ../nbs/05_transformer.ipynb #822273d0
 class Transformer(nn.Module):
     "Pre-norm transformer for interleaved text and image tokens: rotary attention under any mask, SwiGLU, time conditioning, hyper-connections."
@@ -460,17 +480,19 @@ class Transformer(nn.Module):
                  rotary_theta:float=10000., # base of the rotary frequencies
                  ff_act:Literal['silu', 'gelu']='silu', # SwiGLU or GEGLU
                  ff_bias:bool=False, # biases in the feed-forward
+                 residual:str='hc', # connection around each block, one of RESIDUAL_KINDS ('hc' with one stream = plain residual)
+                 num_fracs:int=1, # fractions per stream (residual='frac')
+                 residual_kwargs:dict|None=None, # more options of the connection class, e.g. dict(layout='paper') for frac
                 ):
         super().__init__()
-        if time_cond not in ('adaptive', 'add'): raise ValueError(f"Transformer: time_cond must be 'adaptive' or 'add', got {time_cond!r}")
-        if not (isinstance(num_residual_streams, int) and num_residual_streams >= 1):
-            raise ValueError(f'Transformer: num_residual_streams must be an int >= 1, got {num_residual_streams!r}')
+        _check_transformer_args(dim, depth, heads, dim_head, ff_mult, num_residual_streams, time_cond, residual, residual_kwargs)
         self.dim, self.depth, self.heads, self.dim_head = dim, depth, heads, dim_head
-        self.time_cond, self.num_residual_streams = time_cond, num_residual_streams
+        self.time_cond, self.num_residual_streams, self.residual = time_cond, num_residual_streams, residual
         self.dim_cond = default(dim_cond, dim) if time_cond == 'adaptive' else None
         self.rotary = RotaryEmbedding(dim_head, rotary_theta)
         init_hyper_conn, self.expand_stream, self.reduce_stream = get_init_and_expand_reduce_stream_functions(
-            num_residual_streams, disable=num_residual_streams == 1)
+            num_residual_streams, disable=residual == 'hc' and num_residual_streams == 1, kind=residual, num_fracs=num_fracs,
+            **default(residual_kwargs, {}))
         self.layers = nn.ModuleList([])
         for i in range(depth):
             attn = AdaptivePreNorm(Attention(dim, heads, dim_head), dim, self.dim_cond, ada_gate)
