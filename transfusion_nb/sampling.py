@@ -4,6 +4,7 @@
 
 # %% ../nbs/08_sampling.ipynb #7598fda1
 from __future__ import annotations
+import math, numbers
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Sequence
@@ -14,7 +15,7 @@ from fastcore.basics import patch_to
 from torch import Tensor
 
 from .diffusion import cfg_combine
-from .masks import rotary_positions
+from .masks import _check_int, rotary_positions
 from .transformer import KVCache
 from .sequence import resolve_shape
 from .model import Transfusion
@@ -330,6 +331,19 @@ def _image_shape(self:Transfusion, image_shape, typ:int) -> tuple[int, int]:
         raise ValueError(f'image_shape must be (h, w) or (c, h, w) with h, w positive multiples of patch_size={self.patch_size}, got {image_shape!r}')
     return shape
 
+# %% ../nbs/08_sampling.ipynb #39686b23
+def _check_decoding(where:str, max_tokens:int=1, temperature:float=1., top_k:int|None=None, min_p:float|None=None,
+                    steps:int|None=None, guidance_scale:float=1.) -> None:
+    "Raise a sentence naming the first bad sampling argument of the entry point `where`, before anything runs."
+    real = lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+    _check_int(where, 'max_tokens', max_tokens)
+    if not (real(temperature) and temperature >= 0): raise ValueError(f'{where}: temperature must be a finite number >= 0 (0: greedy), got {temperature!r}')
+    if top_k is not None: _check_int(where, 'top_k', top_k)
+    if min_p is not None and not (real(min_p) and 0 < min_p <= 1): raise ValueError(f'{where}: min_p must be None or a number in (0, 1], got {min_p!r}')
+    if steps is not None: _check_int(where, 'steps', steps)
+    if not real(guidance_scale): raise ValueError(f'{where}: guidance_scale must be a finite number, got {guidance_scale!r}')
+
+
 # %% ../nbs/08_sampling.ipynb #60df6553
 @patch_to(Transfusion)
 @torch.no_grad()
@@ -347,6 +361,7 @@ def generate_images(self:Transfusion,
     "Text-to-image: each prompt, then the block opener (META, shape, BOI), then an image by diffusion; batched."
     if isinstance(prompts, Tensor) or not isinstance(prompts, (list, tuple)) or not prompts:
         raise TypeError('generate_images: prompts must be a non-empty list of 1-D long tensors')
+    _check_decoding('generate_images', steps=steps, guidance_scale=guidance_scale)
     shape = self._image_shape(image_shape, modality_type)
     opener = self.opener(modality_type, shape)
     n_img = (shape[0] // self.patch_size) * (shape[1] // self.patch_size)
@@ -431,6 +446,7 @@ def generate(self:Transfusion,
              method:str|None=None,
             ) -> list[list]: # per row, the generated items: text tensors and images
     "Free interleaved generation: text from the cache, an image by diffusion whenever a row writes BOI, batched."
+    _check_decoding('generate', max_tokens, temperature, top_k, min_p, steps, guidance_scale)
     dev, filler = self.device, 0                                     # filler: the token fed to finished rows
     state, logits = self.prefill(prompts, extra=max_tokens)
     allowed = allowed_tokens(self.vocab, self.meta_tokens, allow_images).to(dev)
@@ -473,6 +489,7 @@ def caption(self:Transfusion,
     "Image-to-text: each image (clean, its block written as in training), then text decoded from the cache; batched."
     if not isinstance(images, Tensor) or images.ndim != 4:
         raise ValueError(f'caption: images must be a (b, c, h, w) tensor, got {getattr(images, "shape", type(images).__name__)}')
+    _check_decoding('caption', max_tokens, temperature, top_k, min_p)
     prompts = [[(modality_type, img)] for img in images]
     out = self.generate(prompts, max_tokens, temperature, top_k, min_p, eos_id, allow_images=False, generator=generator)
     return [torch.cat([t for t in row if isinstance(t, Tensor)]) if row else torch.zeros(0, dtype=torch.long, device=self.device)
