@@ -37,7 +37,7 @@ SHAPES_MODEL: dict[str, Any] = dict(dim=96, depth=3, heads=4, dim_head=24, chann
                                     cond_drop_prob=0.1, meta_tokens=True, max_image_size=16)
 
 # %% ../nbs/16_shapes_transfusion.ipynb #b241ade5
-SHAPES_TRAIN: dict[str, Any] = dict(steps=2000, batch_size=64, lr=2e-3, warmup_steps=100, min_lr_ratio=0.1,
+SHAPES_TRAIN: dict[str, Any] = dict(steps=3000, batch_size=64, lr=2e-3, warmup_steps=100, min_lr_ratio=0.1,
                                     grad_clip=1.0, ema_beta=0.998, weight_decay=0.01, sample_every=500, log_every=10)
 
 # %% ../nbs/16_shapes_transfusion.ipynb #10f80dcb
