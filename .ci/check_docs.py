@@ -87,7 +87,10 @@ def exported_symbols(src_nb: Path) -> tuple[str | None, list[str]]:
         if c.cell_type == 'code' and m: mod = m.group(1); break
     if mod is None: return None, []
     m = importlib.import_module(f'transfusion_nb.{mod}')
-    names = [n for n in getattr(m, '__all__', []) if callable(getattr(m, n, None)) and not n.startswith('_')]
+    # the functions and classes defined under their own name (what nbdev documents); a callable made by a factory
+    # (`positive_int = number_arg(...)`) is a value, described by the prose around it
+    names = [n for n in getattr(m, '__all__', []) if callable(o := getattr(m, n, None)) and not n.startswith('_')
+             and (isinstance(o, type) or getattr(o, '__name__', None) == n)]
     return mod, names
 
 

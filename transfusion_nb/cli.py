@@ -362,7 +362,7 @@ NOTEBOOKS: list[tuple[str, str]] = [
     ('12_digits.ipynb', 'The default run: the digits recipe (`DIGITS_MODEL`, `DIGITS_TRAIN`, `train_digits`), a trained checkpoint read back as a model, images to and from PNG files, and the run README reports, checked against its targets'),
     ('13_ablations.ipynb', "The paper's design choices tested on the 8x8 digits, three seeds each: attention inside images, noise limiting, patch size and encoder, flow matching vs DDPM, hyper-connections, ε/v/x prediction, the image loss weight λ"),
     ('14_shapes.ipynb', 'A picture world with words: coloured shapes on a plain background, rendered fast and exactly from a seed, captioned by a small grammar, edited by instructions, split to test composition, and read back into words by a small CNN judge'),
-    ('15_autoencoder.ipynb', 'A small KL-regularised VAE for the shapes world: 32xW RGB pictures to 4-channel latents at a quarter of the resolution, square and wide alike, with the latent scale taken from data and the judge reading its reconstructions'),
+    ('15_vae.ipynb', 'A small KL-regularised VAE for the shapes world: 32xW RGB pictures to 4-channel latents at a quarter of the resolution, square and wide alike, with the latent scale taken from data and the judge reading its reconstructions'),
     ('16_shapes_transfusion.ipynb', "Text-to-image, captions and edits in latent space: the shapes recipe (`SHAPES_MODEL`, `ShapesDocuments`, `train_shapes`), the model writing each picture's shape itself, judged on freshly rendered prompts"),
     ('90_cli.ipynb', 'The `transfusion-nb` command (train, sample, caption, edit), the notebook map it prints, the import-order check, and the README generator CI checks'),
 ]

@@ -330,6 +330,7 @@ def predict_x0(self, x_t: Tensor, pred: Tensor, t: Tensor, prediction: str | Non
     "The clean data implied by a prediction (of kind `prediction`, default `self.prediction`)."
     return self.to_x_eps(x_t, pred, t, prediction)[0]
 
+# %% ../nbs/04_diffusion.ipynb #0f340347
 @patch_to(Diffusion)
 def convert(self, x_t: Tensor, pred: Tensor, t: Tensor, to: str, prediction: str | None = None) -> Tensor:
     "A prediction of kind `prediction` (default `self.prediction`) rewritten as the prediction of kind `to`."

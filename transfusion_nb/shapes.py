@@ -222,6 +222,7 @@ class Description:
         flip = {'right of': 'left of', 'below': 'above'}
         return Description(self.fmt, self.objs[::-1], flip[self.relation]) if self.relation in flip else self
 
+# %% ../nbs/14_shapes.ipynb #d5615409
 def describe(scene: Scene) -> Description:
     "The description of `scene`: what its caption says."
     if len(scene.objs) == 1: return Description(scene.fmt, scene.objs)

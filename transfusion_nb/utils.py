@@ -20,11 +20,11 @@ def exists(v: Any) -> bool:
     "True when `v` is not `None`."
     return v is not None
 
+# %% ../nbs/00_utils.ipynb #86beab48
 def default(v: Any, d: Any) -> Any:
     "`v` if it exists, else `d` (called first when `d` is callable)."
     if exists(v): return v
     return d() if callable(d) else d
-
 
 # %% ../nbs/00_utils.ipynb #1fab5b3e
 def divisible_by(num: int, den: int) -> bool:
@@ -32,6 +32,7 @@ def divisible_by(num: int, den: int) -> bool:
     if den == 0: raise ValueError(f'divisible_by: the divisor must be non-zero, got num={num}, den={den}')
     return (num % den) == 0
 
+# %% ../nbs/00_utils.ipynb #b144afe6
 def pad_at_dim(
     t: torch.Tensor,  # tensor to pad
     pad: tuple[int, int],  # (left, right) amounts
@@ -81,6 +82,7 @@ def seed_everything(seed: int = 0) -> torch.Generator:
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
 
+# %% ../nbs/00_utils.ipynb #738fa1c2
 @contextmanager
 def seeded(seed: int = 0) -> Iterator[torch.Generator]:
     "Run the block with all RNGs seeded by `seed`, then restore the global RNG states it found."
@@ -106,6 +108,7 @@ def set_plot_defaults(dpi: int = PLOT_DPI) -> None:
         'image.interpolation': 'nearest', 'animation.embed_limit': 8.,  # MB, for jshtml animations
     })
 
+# %% ../nbs/00_utils.ipynb #72b514ee
 def new_fig(nrows: int = 1, ncols: int = 1, size: float = 3., **kwargs):
     "A `(fig, axes)` pair with the project defaults, `size` inches per panel."
     import matplotlib.pyplot as plt
