@@ -442,8 +442,7 @@ def generate(self:Transfusion,
              eos_id:int|None=None, # a row stops at this token (not included in the output)
              allow_images:bool=True, # False: text only (META and BOI are never sampled)
              steps:int|None=None, guidance_scale:float=1., # for the images
-             generator:torch.Generator|None=None,
-             method:str|None=None,
+             generator:torch.Generator|None=None, method:str|None=None, # randomness; the sampler (default: the objective's)
             ) -> list[list]: # per row, the generated items: text tensors and images
     "Free interleaved generation: text from the cache, an image by diffusion whenever a row writes BOI, batched."
     _check_decoding('generate', max_tokens, temperature, top_k, min_p, steps, guidance_scale)
