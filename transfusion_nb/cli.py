@@ -295,7 +295,7 @@ def _add_train_parser(subparsers) -> None:
     t.add_argument('--no-eval', action='store_true', help='skip the evaluation')
     t.add_argument('--no-progress', action='store_true', help='no progress bar')
     t.add_argument('--threads', type=positive_int, default=1, help='torch threads per process (default: %(default)s; the model is small: '
-                   'a second thread gains about 10%% on an idle machine and loses much more on a busy one)')
+                   'a second thread gains about 10%% on idle cores and loses much more on busy ones)')
     t.set_defaults(run=train_command)
 
 # %% ../nbs/90_cli.ipynb #1f76c1b3
