@@ -4,16 +4,18 @@
 
 # %% ../nbs/00_utils.ipynb #551b838b
 from __future__ import annotations
-import random
+import json, os, random
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['EINOPS_GLOSSARY', 'PLOT_DPI', 'exists', 'default', 'divisible_by', 'pad_at_dim', 'glossary', 'seed_everything',
-           'seeded', 'set_plot_defaults', 'new_fig', 'drawn', 'check_drawn', 'show_images']
+__all__ = ['EINOPS_GLOSSARY', 'PLOT_DPI', 'RECOMPUTE_ENV', 'exists', 'default', 'divisible_by', 'pad_at_dim', 'glossary',
+           'seed_everything', 'seeded', 'set_plot_defaults', 'new_fig', 'drawn', 'check_drawn', 'show_images',
+           'recompute_default', 'heavy']
 
 # %% ../nbs/00_utils.ipynb #cbf74fbd
 def exists(v: Any) -> bool:
@@ -179,3 +181,42 @@ def show_images(images, # (b, c, y, x) with c = 1 (grey) or 3 (RGB), values in `
         ax.imshow(im[..., 0] if im.shape[-1] == 1 else im, cmap='gray', vmin=0, vmax=1)
         if exists(titles): ax.set_title(titles[k], fontsize=title_size)
     return axs
+
+# %% ../nbs/00_utils.ipynb #d8a3da2e
+RECOMPUTE_ENV: str = 'TFNB_RECOMPUTE'
+
+def recompute_default() -> bool:
+    "Whether heavy cells recompute by default: `True` only when the environment sets `TFNB_RECOMPUTE=1`."
+    v = os.environ.get(RECOMPUTE_ENV, '0').strip().lower()
+    if v not in ('', '0', '1', 'true', 'false', 'yes', 'no'):
+        raise ValueError(f'{RECOMPUTE_ENV} must be 1 or 0 (true/false, yes/no), got {v!r}')
+    return v in ('1', 'true', 'yes')
+
+# %% ../nbs/00_utils.ipynb #d55436d8
+def _show_stored(path: Path) -> None:
+    "Display a stored result: a JSON file's top-level entries, or an image."
+    if path.suffix == '.json':
+        data = json.loads(path.read_text())
+        items = data.items() if isinstance(data, dict) else enumerate(data)
+        for k, v in items:
+            s = json.dumps(v)
+            print(f'  {k}: {s if len(s) <= 100 else s[:97] + "..."}')
+    elif path.suffix in ('.png', '.jpg', '.jpeg', '.gif'):
+        from IPython.display import Image, display
+        display(Image(filename=str(path)))
+    else: print(f'  ({path.stat().st_size:,} bytes)')
+
+# %% ../nbs/00_utils.ipynb #1addd0b2
+def heavy(cost: str, # what running the cell costs, e.g. 'trains 2000 steps: about 4 min on 2 CPU cores'
+          recompute: bool, # the notebook's `RECOMPUTE` switch
+          stored: str | Path | list | None = None, # stored result(s) shown instead: .json or image paths
+         ) -> bool:
+    "`True` when a heavy cell should run its body; otherwise say what it costs, show `stored`, and return `False`."
+    if not isinstance(recompute, bool): raise TypeError(f'recompute must be True or False, got {recompute!r}')
+    if recompute: return True
+    print(f'Skipped ({cost}). Set RECOMPUTE = True at the top of the notebook, or {RECOMPUTE_ENV}=1, to run it.')
+    for p in ([] if stored is None else [stored] if isinstance(stored, (str, Path)) else stored):
+        p = Path(p)
+        if p.exists(): print(f'Stored result, {p.as_posix()}:'); _show_stored(p)
+        else: print(f'No stored result at {p.as_posix()} yet.')
+    return False
