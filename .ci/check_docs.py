@@ -16,7 +16,7 @@ Screenshots and the HTML go to `_ci_artifacts/docs/` (not committed). Exit statu
 Run from the repository root: `python .ci/check_docs.py` (`--no-proc` reuses an existing `_proc/`).
 """
 from __future__ import annotations
-import argparse, importlib, json, re, shutil, subprocess, sys, time
+import argparse, importlib, json, os, re, shutil, subprocess, sys, time
 from pathlib import Path
 
 import nbformat
@@ -154,6 +154,21 @@ def check_sidebar(problems: list[str]) -> None:
     if flat != want: problems.append(f'sidebar.yml lists {flat}, expected the index then the notebooks in order: {want}')
 
 
+def check_quarto_yml(problems: list[str]) -> None:
+    "The site's configuration has one source, the top-level `_quarto.yml`; nbdev reads it through `nbs/_quarto.yml`, a relative symlink."
+    top, link = ROOT / '_quarto.yml', ROOT / 'nbs/_quarto.yml'
+    if not top.is_file(): problems.append('_quarto.yml is missing at the top level'); return
+    if not link.is_symlink(): problems.append('nbs/_quarto.yml must be a symlink to ../_quarto.yml (one source of truth), found a plain file or nothing')
+    elif Path(os.readlink(link)).as_posix() != '../_quarto.yml': problems.append(f'nbs/_quarto.yml points to {os.readlink(link)}, expected ../_quarto.yml')
+
+
+def check_proc_quarto_yml(problems: list[str]) -> None:
+    "nbdev's processing copied the top-level configuration into `_proc/` (what Quarto renders with)."
+    got = ROOT / '_proc/_quarto.yml'
+    if not got.is_file() or got.read_text() != (ROOT / '_quarto.yml').read_text():
+        problems.append('_proc/_quarto.yml is not the top-level _quarto.yml: nbdev did not pick up the configuration')
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--no-proc', action='store_true', help='reuse _proc/ instead of running nbdev_proc_nbs')
@@ -164,6 +179,7 @@ def main() -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     problems: list[str] = []
     check_sidebar(problems)
+    check_quarto_yml(problems)
     for nb_path in sorted((ROOT / 'nbs').glob('[0-9]*.ipynb')) + [ROOT / 'nbs/index.ipynb']: problems += mixed_import_cells(nb_path)
     if problems and not args.no_proc:
         print('DOCS CHECK FAILED before processing:'); [print(' -', p) for p in problems]; return 1
@@ -178,6 +194,8 @@ def main() -> int:
             print(r.stdout[-3000:], r.stderr[-3000:])
             print('docs check: processing the notebooks (nbdev proc_nbs) failed'); return 1
         print(f'nbdev proc_nbs: {time.time() - t:.0f} s')
+        check_proc_quarto_yml(problems)
+        if problems: print('DOCS CHECK FAILED after processing:'); [print(' -', p) for p in problems]; return 1
     proc = ROOT / '_proc'
     pages = sorted(p for p in proc.glob('*.ipynb') if not p.name.startswith('_'))
     if args.pages: pages = [p for p in pages if p.name in args.pages]
