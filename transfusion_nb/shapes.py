@@ -8,7 +8,7 @@ from __future__ import annotations
 import math, os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ __all__ = ['ATTRIBUTES', 'FORMATS', 'RENDERING', 'HELD_OUT', 'Obj', 'Scene', 'hs
            'sample_scenes', 'Description', 'describe', 'caption', 'parse_caption', 'all_descriptions',
            'scene_from_description', 'edit_scene', 'edit_documents', 'shapes_tokenizer', 'plot_scenes',
            'plot_attribute_counts', 'plot_edits', 'plot_scene', 'judge_targets', 'ShapesJudge', 'judge_loss', 'degrade',
-           'train_judge', 'read_scenes', 'judge_accuracy', 'cache_dir', 'shapes_judge', 'judge_frechet']
+           'train_judge', 'read_scenes', 'judge_accuracy', 'cache_dir', 'cached_model', 'shapes_judge', 'judge_frechet']
 
 # %% ../nbs/14_shapes.ipynb #f2996f90
 ATTRIBUTES: dict[str, tuple[str, ...]] = {
@@ -535,26 +535,41 @@ def cache_dir() -> Path:
     return Path(os.environ.get('TRANSFUSION_NB_CACHE') or Path.home() / '.cache' / 'transfusion_nb').expanduser()
 
 # %% ../nbs/14_shapes.ipynb #51bc63d7
-_JUDGES: dict[str, ShapesJudge] = {}
+_CACHED: dict[str, nn.Module] = {}  # trained models in memory, by file path
 
+def cached_model(
+    name: str,  # file name in `cache_dir()`
+    build: Callable[[dict], nn.Module],  # an untrained model from the saved settings (the file's entries)
+    train: Callable[[], tuple[nn.Module, dict]],  # trains a model; returns it and the settings `build` needs
+    retrain: bool = False,  # train anew even when a saved model exists
+    load_only: bool = False,  # return None, rather than train, when no model is saved
+) -> nn.Module | None:
+    "A trained model in eval mode: kept in memory, else loaded from `cache_dir() / name`, else trained and saved."
+    path = cache_dir() / name
+    if not retrain and str(path) in _CACHED: return _CACHED[str(path)]
+    if not retrain and path.exists():
+        state = torch.load(path, map_location='cpu', weights_only=True)
+        model = build(state); model.load_state_dict(state['weights'])
+    elif load_only: return None
+    else:
+        model, settings = train()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(settings | {'weights': model.state_dict()}, path)
+    _CACHED[str(path)] = model.eval()
+    return model
+
+# %% ../nbs/14_shapes.ipynb #0dd841f8
 def shapes_judge(
     retrain: bool = False,  # train anew even when a saved judge exists
     name: str = 'shapes_judge.pt',  # file name in `cache_dir()`
+    load_only: bool = False,  # return None, rather than train, when no judge is saved
     **train_kwargs,  # passed to `train_judge` when training
-) -> ShapesJudge:
-    "The trained judge: kept in memory, else loaded from `cache_dir() / name`, else trained (and saved)."
-    path = cache_dir() / name
-    if not retrain and name in _JUDGES: return _JUDGES[name]
-    if not retrain and path.exists():
-        state = torch.load(path, map_location='cpu', weights_only=True)
-        judge = ShapesJudge(state['widths']); judge.load_state_dict(state['weights'])
-    else:
+) -> ShapesJudge | None:
+    "The trained judge (through `cached_model`): kept in memory, else loaded from `cache_dir() / name`, else trained and saved."
+    def train():
         judge, _ = train_judge(**train_kwargs)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        widths = [m[0].out_channels for m in judge.body]
-        torch.save({'widths': widths, 'weights': judge.state_dict()}, path)
-    _JUDGES[name] = judge.eval()
-    return _JUDGES[name]
+        return judge, {'widths': [m[0].out_channels for m in judge.body]}
+    return cached_model(name, lambda s: ShapesJudge(s['widths']), train, retrain, load_only)
 
 # %% ../nbs/14_shapes.ipynb #90a765ab
 def judge_frechet(
