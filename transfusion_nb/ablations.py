@@ -20,9 +20,9 @@ from .evaluation import (generate_digits, caption_digits, score_text_to_image, s
 from .digits import train_digits, digits_model
 
 # %% auto #0
-__all__ = ['ABLATION_STEPS', 'causal_within_images', 'run_variant', 'run_grid', 'grid_specs', 'summarize', 'ablation_table',
-           'plot_ablation', 'verdict', 'compare_variants', 'record_ablation', 'check_verdicts', 'plot_patch_sizes',
-           'plot_nfe']
+__all__ = ['ABLATION_STEPS', 'causal_within_images', 'run_variant', 'run_grid', 'grid_specs', 'summarize', 'ablation_stats',
+           'ablation_table', 'plot_ablation', 'verdict', 'compare_variants', 'record_ablation', 'check_verdicts',
+           'plot_patch_sizes', 'plot_nfe']
 
 # %% ../nbs/13_ablations.ipynb #1be2f7bc
 ABLATION_STEPS: int = 800  # optimizer steps of every ablation run (unless its spec says otherwise)
@@ -141,43 +141,59 @@ def summarize(
         for k in metrics: out.setdefault(r['variant'], {}).setdefault(k, []).append(float(r[k]))
     return {v: {k: (float(np.mean(x)), float(np.std(x, ddof=1)) if len(x) > 1 else 0., x) for k, x in d.items()} for v, d in out.items()}
 
+# %% ../nbs/13_ablations.ipynb #9c6962f1
+def ablation_stats(
+    results: Sequence[Mapping[str, Any]] | Mapping[str, Any],  # `run_grid` output, or a recorded ablation (`record_ablation`, an entry of results/ablations.json)
+    metrics: Sequence[str],  # which measurements
+) -> dict[str, dict[str, dict[str, Any]]]:
+    "`{variant: {metric: {mean, std, n, values}}}` of fresh runs, or read from a record (`values` only where it kept them)."
+    if isinstance(results, Mapping):
+        v = results['variants']
+        missing = [f'{name}: {k}' for name, d in v.items() for k in metrics if k not in d]
+        if missing: raise KeyError(f'ablation_stats: not recorded: {missing}')
+        return {name: {k: dict(d[k]) for k in metrics} for name, d in v.items()}
+    return {v: {k: {'mean': m, 'std': sd, 'n': len(xs), 'values': xs} for k, (m, sd, xs) in d.items()}
+            for v, d in summarize(results, metrics).items()}
+
+
 # %% ../nbs/13_ablations.ipynb #22525549
 def ablation_table(
-    results: Sequence[Mapping[str, Any]],  # `run_grid` output
+    results: Sequence[Mapping[str, Any]] | Mapping[str, Any],  # `run_grid` output, or a recorded ablation
     metrics: Sequence[str],  # columns
     paper: Mapping[str, str] | None = None,  # variant -> the paper's number, as text
 ) -> str:
     "A text table: one row per variant, `mean ± std (n seeds)` per metric, and the paper's number."
-    s = summarize(results, metrics)
+    s = ablation_stats(results, metrics)
     w = max(len(v) for v in s) + 2
     head = f'{"variant":{w}s}' + ''.join(f'{k:>22s}' for k in metrics) + ('   paper' if paper else '')
     rows = [head]
     for v, d in s.items():
-        cells = ''.join(f'{f"{m:.3f} ± {sd:.3f} ({len(x)})":>22s}' for m, sd, x in d.values())
+        cells = ''.join(f"{x['mean']:.3f} ± {x['std']:.3f} ({x['n']})".rjust(22) for x in d.values())
         rows.append(f'{v:{w}s}{cells}' + (f'   {paper.get(v, "")}' if paper else ''))
     return '\n'.join(rows)
 
 # %% ../nbs/13_ablations.ipynb #a748c6db
 def plot_ablation(
-    results: Sequence[Mapping[str, Any]],  # `run_grid` output
+    results: Sequence[Mapping[str, Any]] | Mapping[str, Any],  # `run_grid` output, or a recorded ablation
     metrics: Sequence[str],  # one panel per metric
     title: str = '',  # figure title
     lower_is_better: Sequence[str] = ('frechet', 'uncond_frechet', 'final_text_loss', 'final_image_loss'),  # for the panel titles
     axs=None,  # one axes per metric, else a new figure
 ):
-    "One panel per metric: the mean over seeds as a bar, the spread as an error bar, every seed as a dot; returns the axes."
-    s = summarize(results, metrics)
+    "One panel per metric: the mean over seeds as a bar, the spread as an error bar, every seed as a dot (where known); returns the axes."
+    s = ablation_stats(results, metrics)
     if not exists(axs): _, axs = new_fig(1, len(metrics), figsize=(3.2 * len(metrics) + 0.6, 2.9), squeeze=False)
     axs = np.asarray(axs).ravel()
     names = list(s)
     for ax, k in zip(axs, metrics):
         for i, v in enumerate(names):
-            m, sd, xs = s[v][k]
-            ax.bar(i, m, color=f'C{i}', alpha=0.6, yerr=sd, capsize=3)
-            ax.plot([i] * len(xs), xs, 'k.', ms=4)
+            d = s[v][k]
+            ax.bar(i, d['mean'], color=f'C{i}', alpha=0.6, yerr=d['std'], capsize=3)
+            if d.get('values'): ax.plot([i] * len(d['values']), d['values'], 'k.', ms=4)
         ax.set_xticks(range(len(names)), names, rotation=25, ha='right', fontsize=7)
         ax.set_title(f'{k} ({"lower" if any(k.startswith(p) for p in lower_is_better) else "higher"} is better)', fontsize=8)
-        lo = min(min(s[v][k][2]) for v in names); hi = max(max(s[v][k][2]) for v in names)
+        seen = [x for v in names for x in s[v][k].get('values') or (s[v][k]['mean'] - s[v][k]['std'], s[v][k]['mean'] + s[v][k]['std'])]
+        lo, hi = min(seen), max(seen)
         if lo > 0.5 and hi <= 1: ax.set_ylim(max(0, lo - 0.1), 1.01)
     axs[0].figure.suptitle(title, fontsize=9)
     axs[0].figure.tight_layout()
@@ -205,16 +221,16 @@ def verdict(
 
 # %% ../nbs/13_ablations.ipynb #8227904f
 def compare_variants(
-    results: Sequence[Mapping[str, Any]],  # `run_grid` output
+    results: Sequence[Mapping[str, Any]] | Mapping[str, Any],  # `run_grid` output, or a recorded ablation
     metric: str,  # the measurement compared
     a: str,  # the variant the claim favours
     b: str,  # the variant it is compared with
     lower_is_better: bool = False,  # e.g. Fréchet distance
 ) -> dict[str, Any]:
     "Does `a` beat `b` on `metric`? `shows` when it does for every seed and the mean gap exceeds twice the seed spread (`verdict`)."
-    s = summarize(results, [metric])
-    (ma, sa, xa), (mb, sb, xb) = s[a][metric], s[b][metric]
-    v = verdict({'mean': ma, 'std': sa, 'n': len(xa), 'values': xa}, {'mean': mb, 'std': sb, 'n': len(xb), 'values': xb}, lower_is_better)
+    s = ablation_stats(results, [metric])
+    ma, mb = s[a][metric]['mean'], s[b][metric]['mean']
+    v = verdict(s[a][metric], s[b][metric], lower_is_better)
     shows = v['verdict'] == 'shows'
     text = (f'{metric}: {a} {ma:.3f} vs {b} {mb:.3f} (gap {v["gap"]:+.3f} in favour of {a}, seed spread {v["spread"]:.3f}); '
             + ('the claim shows' if shows else 'the claim does not show at this scale'))
@@ -229,8 +245,7 @@ def record_ablation(
     "The numbers an ablation's verdicts rest on: `{'steps', 'seeds', 'variants': {variant: {metric: {mean, std, n, values}}}}`."
     labels = {'ablation', 'variant', 'seed', 'steps'}
     metrics = default(metrics, lambda: [k for k, v in results[0].items() if k not in labels and isinstance(v, (int, float))])
-    s = summarize(results, metrics)
-    variants = {v: {k: {'mean': m, 'std': sd, 'n': len(xs), 'values': xs} for k, (m, sd, xs) in d.items()} for v, d in s.items()}
+    variants = ablation_stats(results, metrics)
     return {'steps': results[0].get('steps', ABLATION_STEPS), 'seeds': sorted({r['seed'] for r in results}), 'variants': variants}
 
 # %% ../nbs/13_ablations.ipynb #701ce2da
@@ -256,17 +271,17 @@ def check_verdicts(
 
 # %% ../nbs/13_ablations.ipynb #490db174
 def plot_patch_sizes(
-    results: Sequence[Mapping[str, Any]],  # the patch-size grid: variants named '<encoder> p=<size>'
+    results: Sequence[Mapping[str, Any]] | Mapping[str, Any],  # the patch-size grid (runs or record): variants named '<encoder> p=<size>'
     metric: str = 'frechet',  # what to draw
     ax=None,
 ):
     "The metric against the patch size, one line per encoder, with the seed spread; returns the axes."
-    s = summarize(results, [metric])
+    s = ablation_stats(results, [metric])
     if not exists(ax): _, ax = new_fig(1, 1, figsize=(4.2, 2.8))
     encs = sorted({v.split(' p=')[0] for v in s})
     for enc in encs:
         ps = sorted(int(v.split('p=')[1]) for v in s if v.startswith(enc + ' p='))
-        m = [s[f'{enc} p={p}'][metric][0] for p in ps]; sd = [s[f'{enc} p={p}'][metric][1] for p in ps]
+        m = [s[f'{enc} p={p}'][metric]['mean'] for p in ps]; sd = [s[f'{enc} p={p}'][metric]['std'] for p in ps]
         ax.errorbar(ps, m, yerr=sd, marker='o', capsize=3, label=enc)
     ax.set_xscale('log', base=2); ax.set_xticks(ps, [f'{p}x{p}' for p in ps])
     ax.set_xlabel('patch size (pixels)'); ax.set_ylabel(metric); ax.legend(fontsize=8, frameon=False)
@@ -275,16 +290,16 @@ def plot_patch_sizes(
 
 # %% ../nbs/13_ablations.ipynb #3d9b9fa5
 def plot_nfe(
-    results: Sequence[Mapping[str, Any]],  # runs measured with `nfe`
+    results: Sequence[Mapping[str, Any]] | Mapping[str, Any],  # runs measured with `nfe`, or their record
     nfes: Sequence[int],  # the evaluation counts measured
     metric: str = 'frechet',  # 'frechet' or 'accuracy'
     ax=None,
 ):
     "The metric against the number of network evaluations, one line per variant, with the seed spread; returns the axes."
-    s = summarize(results, [f'{metric}@{n}' for n in nfes])
+    s = ablation_stats(results, [f'{metric}@{n}' for n in nfes])
     if not exists(ax): _, ax = new_fig(1, 1, figsize=(4.2, 2.8))
     for v, d in s.items():
-        ax.errorbar(nfes, [d[f'{metric}@{n}'][0] for n in nfes], yerr=[d[f'{metric}@{n}'][1] for n in nfes], marker='o', capsize=3, label=v)
+        ax.errorbar(nfes, [d[f'{metric}@{n}']['mean'] for n in nfes], yerr=[d[f'{metric}@{n}']['std'] for n in nfes], marker='o', capsize=3, label=v)
     ax.set_xscale('log', base=2); ax.set_xticks(list(nfes), [str(n) for n in nfes])
     ax.set_xlabel('network evaluations per image'); ax.set_ylabel(metric); ax.legend(fontsize=8, frameon=False)
     ax.figure.tight_layout()
