@@ -25,3 +25,9 @@ def launch(pw):
     "Launch headless Chromium with Playwright `pw` (a `sync_playwright()` instance)."
     path = browser_path()
     return pw.chromium.launch(executable_path=path, args=ARGS) if path else pw.chromium.launch(args=ARGS)
+
+
+async def launch_async(pw):
+    "The same, with Playwright's async API (`pw` from `async_playwright()`)."
+    path = browser_path()
+    return await (pw.chromium.launch(executable_path=path, args=ARGS) if path else pw.chromium.launch(args=ARGS))
