@@ -6,9 +6,9 @@
 # einops letters (utils.EINOPS_GLOSSARY): b batch (documents or pictures), c latent channels, y latent height, x latent width
 from __future__ import annotations
 import json, math, textwrap, time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -19,17 +19,20 @@ from .utils import exists, default, seeded, new_fig, show_images
 from .data import WordTokenizer
 from .model import Transfusion
 import transfusion_nb.sampling  # attaches the generation methods to Transfusion
+from .sampling import RowState, allowed_tokens, sample_next
 from .training import Trainer, TrainConfig, init_distributed, load_checkpoint, check_number
 from .digits import resume_settings, load_trained, _mean_last, READ_MAX_PIXELS
 from .shapes import (ATTRIBUTES, FORMATS, HELD_OUT, RENDERING, Scene, Description, caption, describe, parse_caption, sample_scenes,
-                     edit_documents, render, shapes_tokenizer, shapes_judge, read_scenes, judge_frechet)
+                     edit_documents, render, shapes_tokenizer, shapes_judge, read_scenes, judge_frechet, cache_dir)
 from .autoencoder import ShapesVAE, shapes_vae, encode_latents, decode_latents
 
 # %% auto #0
 __all__ = ['SHAPES_MODEL', 'SHAPES_TRAIN', 'SHAPES_DATA', 'SHAPES_GUIDANCE', 'SHAPES_TARGETS', 'shapes_model', 'latent_shape',
            'format_of', 'ShapesDocuments', 'shapes_trainer', 'text_to_image', 'edit_images', 'caption_latents',
            'read_latents', 'attribute_scores', 'eval_prompts', 'evaluate_shapes', 'plot_pictures', 'write_run_grids',
-           'train_shapes', 'load_shapes', 'read_picture', 'shapes_targets_met', 'shapes_targets_report']
+           'train_shapes', 'load_shapes', 'read_picture', 'shapes_targets_met', 'shapes_targets_report', 'GenEvent',
+           'trace_generation', 'plot_token_strip', 'latent_rgb', 'plot_generation', 'generation_frames',
+           'plot_generation_step', 'animate_generation', 'shapes_prompt', 'plot_text_to_image', 'demo_model']
 
 # %% ../nbs/16_shapes_transfusion.ipynb #a38b8a8f
 SHAPES_MODEL: dict[str, Any] = dict(dim=96, depth=3, heads=4, dim_head=24, channels=4, image_size=(8, 8), patch_size=2,
@@ -440,3 +443,211 @@ def shapes_targets_report(metrics: Mapping) -> str:
     "Each target with the run's number and whether it is met, one line each."
     return '\n'.join(f'{name}: {key} = {float(metrics[key]):.3f}, needs {op} {bound:g}: {"met" if ok else "MISSED"}'
                      for (name, (key, op, bound)), ok in zip(SHAPES_TARGETS.items(), shapes_targets_met(metrics).values()))
+
+# %% ../nbs/16_shapes_transfusion.ipynb #3df4e137
+@dataclass
+class GenEvent:
+    "One moment of an interleaved generation: a prompt item, a token written, a denoising step or a finished image."
+    kind: str  # 'prompt' (a token or picture of the prompt), 'text', 'meta' (META or a shape character), 'boi', 'denoise', 'eoi', 'eos'
+    name: str = ''  # what the token strip shows: the word, META, a shape character, BOI, EOI, <eos>; 'step i/n' while denoising
+    latent: Tensor | None = None  # (c, y, x): a picture of the prompt, the x_t of a denoising step, the finished image (at EOI)
+    picture: Tensor | None = None  # `latent` made visible (see `trace_generation`'s `decode`), in [-1, 1]
+
+# %% ../nbs/16_shapes_transfusion.ipynb #158d6ff6
+def _token_event(model: nn.Module, t: int, tokenizer: WordTokenizer | None, kind: str | None = None) -> GenEvent:
+    "The event of token `t`: its kind from the model's vocabulary, its name from `tokenizer` for text."
+    voc = model.vocab
+    if t < voc.num_text: return GenEvent(kind or 'text', tokenizer.itos[t] if exists(tokenizer) else str(t))
+    return GenEvent(kind or ('boi' if exists(voc.boi_type(t)) else 'eoi' if t < voc.meta else 'meta'), voc.name(t))
+
+@torch.no_grad()
+def trace_generation(
+    model: nn.Module,  # a Transfusion with one modality type
+    prompt: list,  # one sample to continue: 1-D text ids and latents (c, y, x), as for `generate`
+    tokenizer: WordTokenizer | None = None,  # names the words (default: their ids)
+    decode: Callable[[Tensor], Tensor] | None = None,  # latent (c, y, x) -> picture (1 or 3, Y, X) in [-1, 1]; None: the latent itself
+    max_tokens: int = 32, temperature: float = 0., eos_id: int | None = None,  # as in `generate`
+    steps: int | None = None, guidance_scale: float = 1., generator: torch.Generator | None = None,
+) -> list[GenEvent]:
+    "`generate` for one row, every moment recorded: the prompt, each token, BOI, each denoising step, EOI, text again."
+    pic, events = decode if exists(decode) else (lambda z: z), []
+    for x in prompt:
+        if x.is_floating_point(): events.append(GenEvent('prompt', 'picture', x, pic(x)))
+        else: events += [_token_event(model, int(t), tokenizer, 'prompt') for t in x]
+    state, logits = model.prefill([prompt], extra=max_tokens)
+    allowed, row = allowed_tokens(model.vocab, model.meta_tokens).to(model.device), RowState()
+    for _ in range(max_tokens):
+        # the next token, among those the row's phase allows (text or META; shape characters; BOI)
+        t = int(sample_next(logits.masked_fill(~allowed[row.phase], float('-inf')), temperature, generator=generator)[0])
+        block = model.advance_row(row, t, eos_id)
+        events.append(GenEvent('eos', '<eos>') if row.done else _token_event(model, t, tokenizer))
+        if row.done: break
+        logits = model.append_tokens(state, torch.tensor([[t]], device=model.device))
+        if exists(block):  # BOI: the image by diffusion over the cache, every x_t kept; then the image and EOI join the cache
+            typ, shape, opener = block
+            images, logits, path = model.image_block(state, [0], typ, shape, list(opener), steps, guidance_scale,
+                                                     generator=generator, return_trajectory=True)
+            events += [GenEvent('denoise', f'step {i}/{len(path) - 1}', x[0], pic(x[0])) for i, x in enumerate(path)]
+            events.append(GenEvent('eoi', model.vocab.name(model.vocab.eoi(typ)), images[0], pic(images[0])))
+    return events
+
+# %% ../nbs/16_shapes_transfusion.ipynb #273c4be3
+_STRIP_COLOURS = {'prompt': '#ececec', 'text': '#d0d0d0', 'eos': '#d0d0d0', 'meta': '#9ec3e6', 'boi': '#2f5d8a', 'eoi': '#2f5d8a',
+                  'denoise': '#e8871e', 'picture': '#f5c28e'}
+
+def _strip_cells(events: Sequence[GenEvent]) -> list[tuple[int, int, str, list[int]]]:
+    "The strip's cells `(x, width, kind, event indices)`: one per token, one 2 wide per picture of the prompt and per image made."
+    cells, x = [], 0
+    for i, e in enumerate(events):
+        if e.kind == 'denoise' and cells and cells[-1][2] == 'denoise': cells[-1][3].append(i); continue
+        kind = 'picture' if e.kind == 'prompt' and exists(e.latent) else e.kind
+        w = 2 if kind in ('picture', 'denoise') else 1
+        cells.append((x, w, kind, [i])); x += w
+    return cells
+
+def plot_token_strip(
+    events: Sequence[GenEvent],  # from `trace_generation`
+    upto: int | None = None,  # draw events[:upto + 1] and mark the last of them (None: all, none marked)
+    ax=None,
+):
+    "One generation as a strip: prompt (light), text written (grey), META and shape (blue), BOI/EOI (dark), each image (orange)."
+    from matplotlib.patches import Rectangle
+    cells, last = _strip_cells(events), default(upto, len(events) - 1)
+    width = cells[-1][0] + cells[-1][1]
+    if ax is None: _, ax = new_fig(1, 1, figsize=(min(0.18 * width + 0.4, 16), 0.9))
+    for x, w, kind, idx in cells:
+        if idx[0] > last: break
+        now, e = exists(upto) and upto in idx, events[min(idx[-1], last)]
+        ax.add_patch(Rectangle((x, 0), w, 1, facecolor=_STRIP_COLOURS[kind], edgecolor='C3' if now else 'white', lw=2 if now else 1, zorder=2 if now else 1))
+        name = {'picture': 'picture', 'denoise': e.name.removeprefix('step ') if exists(upto) and e.kind == 'denoise' else 'image'}.get(kind, e.name)
+        ax.text(x + w / 2, 0.5, name, ha='center', va='center', fontsize=6.5, rotation=90 if len(name) > 2 and w == 1 else 0,
+                color='white' if kind in ('boi', 'eoi') else 'black')
+    ax.set(xlim=(0, width), ylim=(0, 1)); ax.set_axis_off()
+    return ax
+
+# %% ../nbs/16_shapes_transfusion.ipynb #cdfc084a
+def latent_rgb(z: Tensor) -> Tensor:
+    "A latent `(c, y, x)` seen without the VAE: its first three channels as colours, halved and clamped to [-1, 1]."
+    if z.ndim != 3 or z.shape[0] < 3: raise ValueError(f'latent_rgb: expected a latent (c >= 3, y, x), got shape {tuple(z.shape)}')
+    return (z[:3].float() / 2).clamp(-1, 1)
+
+# %% ../nbs/16_shapes_transfusion.ipynb #c75984a9
+def plot_generation(
+    events: Sequence[GenEvent],  # from `trace_generation` (with pictures of 1 or 3 channels)
+    frames: int = 6,  # denoising steps shown, evenly spread, the first and the last included
+    size: float = 1.1,  # inches per picture
+    axs=None,  # the strip's axes, then `frames` axes for the pictures; a new figure when None
+):
+    "The timeline of one generation: the token strip on top, the denoising of its first image below, step by step."
+    steps = [i for i, e in enumerate(events) if e.kind == 'denoise']
+    steps = steps[:next((j for j in range(1, len(steps)) if steps[j] != steps[j - 1] + 1), len(steps))]  # the first image's
+    pick = [steps[round(j * (len(steps) - 1) / max(frames - 1, 1))] for j in range(min(frames, len(steps)))]
+    if axs is None:
+        width = sum(_strip_cells(events)[-1][:2])
+        fig, grid = new_fig(2, frames, figsize=(max(frames * size, min(0.18 * width, 16)), 1.3 + size), gridspec_kw=dict(height_ratios=[1.2, size]))
+        for a in grid[0]: a.remove()
+        axs = [fig.add_subplot(grid[0, 0].get_gridspec()[0, :]), *grid[1]]
+    plot_token_strip(events, ax=axs[0])
+    axs[0].set_title('prompt (light), text written (grey), META and shape (blue), BOI and EOI (dark), the image (orange)', fontsize=8)
+    for a in axs[1:]: a.set_axis_off()
+    for a, i in zip(axs[1:], pick): show_images(events[i].picture[None], [events[i].name + (': EOI' if i == steps[-1] else '')], axs=[a], title_size=7)
+    if not pick: axs[1].set_title('(no image written)', fontsize=7)
+    return axs
+
+# %% ../nbs/16_shapes_transfusion.ipynb #37f8b382
+def generation_frames(events: Sequence[GenEvent]) -> list[int]:
+    "The event each frame of a step-through ends at: the whole prompt first, then every event after it."
+    n = next((i for i, e in enumerate(events) if e.kind != 'prompt'), len(events))
+    return [max(n - 1, 0), *range(n, len(events))]
+
+# %% ../nbs/16_shapes_transfusion.ipynb #f3068c99
+_SAYS = {'prompt': 'the prompt', 'text': 'writes {!r}', 'meta': 'the image block opens: {}', 'boi': 'BOI: diffusion mode, the image starts as noise',
+         'denoise': 'denoising, {}', 'eoi': 'EOI: the image stays in the context; text again', 'eos': '<eos>: done'}
+
+def plot_generation_step(
+    events: Sequence[GenEvent],  # from `trace_generation` (with pictures of 1 or 3 channels)
+    k: int,  # the frame: 0 the prompt, then one event each (`generation_frames`)
+    axs=None,  # (strip axes, picture axes); a new figure when None
+):
+    "One frame of the step-through: the strip written so far (the newest cell marked) and the image as it is then."
+    frames = generation_frames(events)
+    if not 0 <= k < len(frames): raise ValueError(f'plot_generation_step: frame {k} outside [0, {len(frames)})')
+    i = frames[k]
+    if axs is None:
+        w = min(0.18 * sum(_strip_cells(events)[-1][:2]), 14)
+        _, axs = new_fig(1, 2, figsize=(w + 1.4, 1.5), gridspec_kw=dict(width_ratios=[w, 1.4]))
+    for a in axs: a.clear()
+    plot_token_strip(events, upto=i, ax=axs[0])
+    axs[0].set_title(f'{k}: ' + _SAYS[events[i].kind].format(events[i].name), fontsize=8)
+    seen = [e for e in events[:i + 1] if exists(e.picture)]
+    if seen: show_images(seen[-1].picture[None], [seen[-1].name], axs=[axs[1]], title_size=7)
+    else: axs[1].set_axis_off(); axs[1].set_title('(no image yet)', fontsize=7)
+    return axs
+
+# %% ../nbs/16_shapes_transfusion.ipynb #cbc8e31b
+def animate_generation(events: Sequence[GenEvent], interval: int = 350):
+    "A `FuncAnimation` of `plot_generation_step`, frame after frame; its figure is closed (show `anim.to_jshtml()`)."
+    import matplotlib.pyplot as plt
+    from matplotlib.animation import FuncAnimation
+    axs = plot_generation_step(events, 0)
+    fig = axs[0].figure
+    anim = FuncAnimation(fig, lambda k: plot_generation_step(events, k, axs=axs), frames=len(generation_frames(events)), interval=interval)
+    plt.close(fig)
+    return anim
+
+# %% ../nbs/16_shapes_transfusion.ipynb #25eb4cf4
+def shapes_prompt(
+    text: str,  # a caption, with or without its opening 'a square|wide picture of'
+    fmt: str,  # the format when `text` names none: 'square' or 'wide'
+    tokenizer: WordTokenizer,  # the run's tokenizer
+) -> str:
+    "The whole caption for `text` ('a <fmt> picture of ' in front unless it names the format); a ValueError for words or grammar it lacks."
+    if fmt not in FORMATS: raise ValueError(f'unknown format {fmt!r}; expected one of {tuple(FORMATS)}')
+    words = WordTokenizer.split(text)
+    named = words[:1] == ['a'] and words[1:2] in ([f] for f in FORMATS) and words[2:4] == ['picture', 'of']
+    if named and words[1] != fmt: raise ValueError(f'the caption asks for a {words[1]} picture but the format chosen is {fmt}')
+    full = ' '.join(words) if named else f'a {fmt} picture of {" ".join(words)}'
+    tokenizer.encode(full)  # an unknown word: the vocabulary in the message
+    parse_caption(full)  # outside the grammar: what was expected
+    return full
+
+# %% ../nbs/16_shapes_transfusion.ipynb #143dc293
+def plot_text_to_image(
+    model: nn.Module, tokenizer: WordTokenizer, vae: ShapesVAE,  # a shapes run (`load_shapes`)
+    text: str = 'a large red circle at the top left',  # the caption (see `shapes_prompt`)
+    fmt: str = 'square',  # 'square' or 'wide', when the caption names no format
+    guidance_scale: float = SHAPES_GUIDANCE, seed: int = 0,  # classifier-free guidance w; seeds the noise
+    steps: int | None = None,  # sampler steps (default: the model's)
+    axs=None,  # two axes: the latent, the picture
+):
+    "The latent `model` writes for a caption (the shape tokens included) and its picture; a caption it cannot read shows why, as text."
+    if axs is None: _, axs = new_fig(1, 2, figsize=(4.6, 2.5))
+    for a in axs: a.set_axis_off()
+    try: full = shapes_prompt(text, fmt, tokenizer)
+    except ValueError as e:
+        axs[0].set_title('cannot draw this caption', fontsize=8, color='C3')
+        axs[0].text(0, 1, textwrap.fill(str(e), 90), va='top', fontsize=7, transform=axs[0].transAxes)
+        return axs
+    with seeded(seed) as g: z = text_to_image(model, tokenizer, [full], guidance_scale, steps, g)[0]
+    axs[0].figure.suptitle(f'{full}\nw = {guidance_scale:g}, seed {seed}', fontsize=8)
+    if z is None: axs[0].set_title('(the model wrote no picture)', fontsize=7); return axs
+    show_images(latent_rgb(z)[None], [f'latent {tuple(z.shape)}'], axs=axs[:1], title_size=7)
+    show_images(decode_latents(vae, z[None]), ['picture'], axs=axs[1:], title_size=7)
+    return axs
+
+# %% ../nbs/16_shapes_transfusion.ipynb #2cb89188
+def demo_model(
+    fallback: tuple,  # `(model, tokenizer, vae)` to draw with when no trained run can be used
+    runs: Sequence[str | Path] = ('runs/shapes', '../runs/shapes'),  # run folders to try, in order
+    vae: ShapesVAE | None = None,  # the VAE of the runs (default: the cached `shapes_vae()`, used only when cached)
+) -> tuple[nn.Module, WordTokenizer, ShapesVAE, str]:
+    "`(model, tokenizer, vae, note)`: the first stored run of `runs` that loads, else `fallback`; the note says which draws."
+    why = 'no trained shapes run is stored (`transfusion-nb train --data shapes` writes runs/shapes)'
+    for r in map(Path, runs):
+        if not (r / 'checkpoint.pt').exists(): continue
+        if vae is None and not (cache_dir() / 'shapes_vae.pt').exists():
+            why = f'{r.as_posix()} is stored but the VAE it learned on is not cached (15_vae trains it)'; continue
+        try: model, tok, ckpt, v = load_shapes(r, vae=vae)
+        except ValueError as e: why = f'{r.as_posix()} cannot be used: {e}'; continue
+        return model, tok, v, f'The trained run {r.as_posix()} draws (step {ckpt.get("step", "?")}).'
+    return (*fallback, f'The tiny model trained above draws, as {why}. A tiny model draws blobs.')
