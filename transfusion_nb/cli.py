@@ -4,7 +4,7 @@
 
 # %% ../nbs/90_cli.ipynb #377f1bd2
 from __future__ import annotations
-import argparse, ast, graphlib, json, math, os, re, sys, warnings
+import argparse, ast, graphlib, importlib.util, json, math, os, re, shlex, shutil, sys, warnings
 from pathlib import Path
 from typing import Mapping
 
@@ -22,9 +22,10 @@ from .shapes_run import (SHAPES_MODEL, SHAPES_TRAIN, SHAPES_DATA, SHAPES_GUIDANC
 
 # %% auto #0
 __all__ = ['positive_int', 'non_negative_int', 'positive_float', 'finite_float', 'TRAIN_FLAGS', 'EDIT_VERBS', 'NOTEBOOKS',
-           'CommandParser', 'number_arg', 'run_name', 'png_path', 'train_command', 'sample_command', 'caption_command',
-           'edit_command', 'add_commands', 'run_command', 'notebook_map', 'read_subtitle', 'module_imports',
-           'notebook_number', 'import_graph', 'check_import_order', 'cell_directives', 'make_readme', 'check_readme',
+           'SHELL_BUILTINS', 'WORKFLOW_EVENTS', 'CommandParser', 'number_arg', 'run_name', 'png_path', 'train_command',
+           'sample_command', 'caption_command', 'edit_command', 'add_commands', 'run_command', 'notebook_map',
+           'read_subtitle', 'module_imports', 'notebook_number', 'import_graph', 'check_import_order',
+           'cell_directives', 'make_readme', 'check_readme', 'run_commands', 'command_problem', 'check_workflow',
            'main']
 
 # %% ../nbs/90_cli.ipynb #41ac9f4c
@@ -499,6 +500,74 @@ def check_readme(nb_path: str | Path = 'nbs/index.ipynb', readme_path: str | Pat
     "The files that `make_readme` would change (empty when README.md is up to date)."
     files = make_readme(nb_path, readme_path, write=False)
     return [str(p) for p, data in files.items() if not p.exists() or p.read_bytes() != data]
+
+# %% ../nbs/90_cli.ipynb #7be37fcf
+def run_commands(script: str) -> list[list[str]]:
+    "The commands of a workflow step's `run:` script, each a list of words (`VAR=value` before it dropped)."
+    cmds = []
+    for line in script.replace('\\\n', ' ').splitlines():
+        lex = shlex.shlex(line, posix=True, punctuation_chars=True)
+        lex.whitespace_split = True   # words as the shell splits them; '#' starts a comment
+        cmd = []
+        for tok in list(lex) + [';']:
+            if tok and set(tok) <= set('&|;()'):
+                if cmd: cmds.append(cmd)
+                cmd = []
+            elif cmd or not re.fullmatch(r'[A-Za-z_]\w*=.*', tok): cmd.append(tok)
+    return cmds
+
+# %% ../nbs/90_cli.ipynb #081b135d
+SHELL_BUILTINS: set[str] = {'cd', 'export', 'echo', 'printf', 'set', 'test', '[', 'true', 'false', 'exit', 'source', '.'}
+
+# %% ../nbs/90_cli.ipynb #77388210
+def command_problem(
+    words: list[str],  # one command of a `run:` script (from `run_commands`)
+    root: str | Path = '.',  # the repository root: scripts are looked up from there
+) -> str | None:
+    "What is wrong with one command of a workflow step (a program not on the path, a script or module not there), or None."
+    exe, args = words[0], words[1:]
+    if exe in SHELL_BUILTINS: return None
+    if shutil.which(exe) is None: return f'{exe!r} is not a command (not on the path)'
+    if exe in ('python', 'python3') and args[:1] == ['-m']:
+        if len(args) < 2 or importlib.util.find_spec(args[1]) is None: return f"python -m {' '.join(args[1:2])}: no such module"
+    elif exe in ('bash', 'sh', 'python', 'python3') and args and not args[0].startswith('-'):
+        if not (Path(root) / args[0]).is_file(): return f'{exe} {args[0]}: no such file in the repository'
+    return None
+
+# %% ../nbs/90_cli.ipynb #fcb31a0e
+WORKFLOW_EVENTS: set[str] = {'push', 'pull_request', 'pull_request_target', 'workflow_dispatch', 'schedule', 'release',
+                             'workflow_call', 'workflow_run', 'merge_group', 'repository_dispatch', 'issues', 'create'}
+
+# %% ../nbs/90_cli.ipynb #2af012d0
+def check_workflow(
+    path: str | Path,  # a GitHub workflow file (.yaml)
+    root: str | Path | None = None,  # the repository root; default: three folders up from `path`
+) -> list[str]:
+    "What is wrong with a workflow file: YAML that does not parse, no or unknown triggers, no jobs, steps without a real command."
+    import yaml   # pyyaml, in the dev extra
+    path = Path(path); root = Path(root) if exists(root) else path.resolve().parent.parent.parent
+    try: wf = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e: return [f'{path.name}: the YAML does not parse: {str(e).splitlines()[0]}']
+    if not isinstance(wf, dict): return [f'{path.name}: not a mapping of keys']
+    on = wf.get('on', wf.get(True))   # YAML 1.1 reads the key `on` as True
+    events = [on] if isinstance(on, str) else list(on or [])
+    problems = [] if events else [f'{path.name}: no triggers (on:)']
+    problems += [f'{path.name}: unknown trigger {e!r}' for e in events if e not in WORKFLOW_EVENTS]
+    jobs = wf.get('jobs')
+    if not isinstance(jobs, dict) or not jobs: return problems + [f'{path.name}: no jobs']
+    for name, job in jobs.items():
+        where = f'{path.name}, job {name}'
+        if not isinstance(job, dict) or 'runs-on' not in job: problems.append(f'{where}: no runs-on'); continue
+        if not job.get('steps'): problems.append(f'{where}: no steps')
+        for i, step in enumerate(job.get('steps') or [], 1):
+            at = f"{where}, step {i} ({step.get('name', step.get('uses', ''))})"
+            if 'run' in step:
+                problems += [f'{at}: {p}' for cmd in run_commands(str(step['run'])) if (p := command_problem(cmd, root))]
+            elif 'uses' in step:
+                if not re.fullmatch(r'[\w.-]+/[\w./-]+@[\w.-]+|\./[\w./-]+', str(step['uses'])):
+                    problems.append(f"{at}: uses {step['uses']!r}, not owner/repo@ref")
+            else: problems.append(f'{at}: neither run nor uses')
+    return problems
 
 # %% ../nbs/90_cli.ipynb #5a09c1c4
 def _parser() -> argparse.ArgumentParser:
