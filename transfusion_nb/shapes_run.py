@@ -630,7 +630,7 @@ def plot_text_to_image(
         return axs
     with seeded(seed) as g: z = text_to_image(model, tokenizer, [full], guidance_scale, steps, g)[0]
     axs[0].figure.suptitle(f'{full}\nw = {guidance_scale:g}, seed {seed}', fontsize=8)
-    if z is None: axs[0].set_title('(the model wrote no picture)', fontsize=7); return axs
+    if z is None: axs[0].text(0, 0.5, 'the model wrote no picture (no BOI within 7 tokens)', fontsize=8, transform=axs[0].transAxes); return axs
     show_images(latent_rgb(z)[None], [f'latent {tuple(z.shape)}'], axs=axs[:1], title_size=7)
     show_images(decode_latents(vae, z[None]), ['picture'], axs=axs[1:], title_size=7)
     return axs
