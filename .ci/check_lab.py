@@ -35,9 +35,12 @@ SELECTORS = {
     'checkbox': '.widget-checkbox input[type=checkbox]',
     'button': 'button.widget-button',
 }
-TEXT_VALUES = {'layout': 't2 i16 t5 i4 t1'}  # text typed into a box with this label; others: its words reversed
+# what to type into a text box, by notebook and label, so the new value is one the callback can draw (a text box
+# not listed here gets its words reversed: still a change, though maybe one the callback only reports as invalid)
+TEXT_VALUES = {('03_attention_masks', 'layout'): 't2 i16 t5 i4 t1',
+               ('16_shapes_transfusion', 'text'): 'a small blue triangle at the bottom right'}
 WIDGET_USE = re.compile(r'^[^#\n]*(\bfrom\s+ipywidgets\s+import\b|\bimport\s+ipywidgets\b|\binteract(?:ive|_manual)?\s*\()', re.M)
-SHOWS_WIDGET = re.compile(r'^[^#\n]*(\binteract(?:ive|_manual)?\s*\(|\.on_click\s*\(|\.observe\s*\()', re.M)
+SHOWS_WIDGET = re.compile(r'^[^#\n]*(\binteract(?:ive|_manual)?(?:\.options)?\s*\(|\.on_click\s*\(|\.observe\s*\()', re.M)
 
 
 # ---------------------------------------------------------------- which notebooks, which cells
@@ -173,7 +176,7 @@ async def settle(page, cell, before: str, timeout_s: float) -> dict:
     return last or {'data': before, 'fresh': False, 'figures': 0}
 
 
-async def act(page, cell, kind: str, slider_steps: int = 1) -> str:
+async def act(page, cell, kind: str, stem: str, slider_steps: int = 1) -> str:
     "Change the first control of `kind` in `cell`; say what was done."
     ctl = cell.locator(SELECTORS[kind]).first
     await ctl.scroll_into_view_if_needed()
@@ -194,7 +197,7 @@ async def act(page, cell, kind: str, slider_steps: int = 1) -> str:
         label = (await box.locator('.widget-label').first.inner_text()).strip() if await box.locator('.widget-label').count() else ''
         old = await ctl.input_value()
         words = old.split()
-        new = TEXT_VALUES.get(label) or (' '.join(reversed(words)) if len(set(words)) > 1 else old[::-1] + 'x')
+        new = TEXT_VALUES.get((stem, label)) or (' '.join(reversed(words)) if len(set(words)) > 1 else old[::-1] + 'x')
         await ctl.fill(new); await ctl.press('Enter')
         return f'text {label!r} {old!r} -> {new!r}'
     if kind == 'dropdown':
@@ -224,7 +227,7 @@ async def drive_cell(page, cell, idx: int, stem: str, out_dir: Path, change_time
         if not before['data']:
             r.problems.append(f'cell {idx}: no output under the widget to compare'); r.failed_kinds.append(kind); return
         await cell.evaluate(MARK_JS)
-        what = await act(page, cell, kind)
+        what = await act(page, cell, kind, stem)
         if manual: await apply.first.click()
         after = await settle(page, cell, before['data'], change_timeout)
         errs = [t for i, t in await page.locator(CELL).evaluate_all(ERRORS_JS) if i == idx]
@@ -339,7 +342,9 @@ def main() -> int:
         return 0
     out_dir = ROOT / args.out; out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob('*.png'): old.unlink()   # screenshots of this run only
-    no_kernelspec = [n for n in nbs if 'kernelspec' not in json.loads((ROOT / 'nbs' / n).read_text()).get('metadata', {})]
+    # every notebook, widgets or not, opens without a "Select Kernel" dialog
+    no_kernelspec = [p.name for p in sorted((ROOT / 'nbs').glob('*.ipynb')) if not p.name.startswith('_')
+                     and 'kernelspec' not in json.loads(p.read_text()).get('metadata', {})]
     # serve a copy of nbs/ with settings.ini, so autosave never touches the repo (the last cells export into the copy)
     root = Path(tempfile.mkdtemp(prefix='lab-nbs-')) / 'nbs'
     shutil.copytree(ROOT / 'nbs', root, ignore=shutil.ignore_patterns('.ipynb_checkpoints', '_*.ipynb'))
@@ -362,7 +367,8 @@ def main() -> int:
     for r in by_nb.values(): problems += [f'{r.notebook}: {p}' for p in r.problems]
     times = {n: r.run_all_s for n, r in by_nb.items()}
     (out_dir / 'run_all_times.json').write_text(json.dumps(
-        {'parallel': args.parallel, 'run_all_s': times, 'driven': {n: r.driven for n, r in by_nb.items()}}, indent=1))
+        {'parallel': args.parallel, 'run_all_s': times, 'driven': {n: r.driven for n, r in by_nb.items()},
+         'problems': {n: r.problems for n, r in by_nb.items() if r.problems}}, indent=1))
     print('\nRun All times (s), ' + (f'{args.parallel} notebooks at a time:' if args.parallel > 1 else 'one at a time:'))
     for n, s in times.items(): print(f'  {n:32s} {s if s is not None else "-"}')
     total = time.time() - t_start
