@@ -5,6 +5,7 @@
 # %% ../nbs/15_vae.ipynb #6932bdd2
 # einops letters (utils.EINOPS_GLOSSARY): b batch (pictures), c image or latent channels, y height, x width
 from __future__ import annotations
+import time
 from typing import Sequence
 
 import numpy as np
@@ -15,11 +16,11 @@ from fastcore.basics import patch_to
 from torch import Tensor
 
 from .utils import exists, default, new_fig, show_images, seeded
-from .shapes import FORMATS, RENDERING, Scene, caption, render, sample_scenes, cache_dir
+from .shapes import FORMATS, RENDERING, Scene, caption, render, sample_scenes, cached_model
 
 # %% auto #0
-__all__ = ['ShapesVAE', 'vae_loss', 'psnr', 'train_vae', 'encode_latents', 'decode_latents', 'shapes_vae', 'plot_reconstructions',
-           'plot_latents', 'plot_interpolation']
+__all__ = ['VAE_VERSION', 'ShapesVAE', 'vae_loss', 'psnr', 'train_vae', 'encode_latents', 'decode_latents', 'shapes_vae',
+           'plot_reconstructions', 'plot_latents', 'plot_interpolation']
 
 # %% ../nbs/15_vae.ipynb #c2b75f16
 class _ResBlock(nn.Module):
@@ -43,8 +44,8 @@ class ShapesVAE(nn.Module):
             nn.Conv2d(3, c[0], 3, padding=1), nn.SiLU(), nn.Conv2d(c[0], c[1], 4, stride=2, padding=1), _ResBlock(c[1]),
             nn.SiLU(), nn.Conv2d(c[1], c[2], 4, stride=2, padding=1), _ResBlock(c[2]), nn.SiLU(), nn.Conv2d(c[2], 2 * z, 3, padding=1))
         self.decoder = nn.Sequential(
-            nn.Conv2d(z, c[2], 3, padding=1), _ResBlock(c[2]), nn.SiLU(), nn.Upsample(scale_factor=2), nn.Conv2d(c[2], c[1], 3, padding=1),
-            _ResBlock(c[1]), nn.SiLU(), nn.Upsample(scale_factor=2), nn.Conv2d(c[1], c[0], 3, padding=1), nn.SiLU(), nn.Conv2d(c[0], 3, 3, padding=1))
+            nn.Conv2d(z, c[2], 3, padding=1), _ResBlock(c[2]), nn.SiLU(), nn.ConvTranspose2d(c[2], c[1], 4, stride=2, padding=1),
+            _ResBlock(c[1]), nn.SiLU(), nn.ConvTranspose2d(c[1], c[0], 4, stride=2, padding=1), nn.SiLU(), nn.Conv2d(c[0], 3, 3, padding=1))
         self.register_buffer('scale', torch.tensor(1.))  # latent scale factor, set from data by `fit_scale`
 
     def __repr__(self) -> str:
@@ -84,14 +85,18 @@ def vae_loss(
     logvar: Tensor,  # posterior log variances, same shape
     kl_weight: float = 1e-4,  # beta
     object_weight: float = 1.,  # weight of pixels on or next to an object (background pixels weigh 1)
+    edge_weight: float = 0.,  # gamma, the weight of the error in differences of neighbouring pixels
 ) -> tuple[Tensor, Tensor, Tensor]:
-    "Total loss, (weighted) mean squared error and mean KL divergence per latent number: MSE_w + beta * KL."
+    "Total loss, (weighted) mean squared error and mean KL divergence per latent number: MSE_w + gamma * EDGE_w + beta * KL."
     background = 2 * RENDERING['background'] - 1  # in [-1, 1]
     near = F.max_pool2d(((x - background).abs().amax(1, keepdim=True) > 0.05).float(), 3, stride=1, padding=1)  # (b, 1, y, x)
     w = 1 + (object_weight - 1) * near
-    mse = ((reconstruction - x).pow(2) * w).mean() / w.mean()
+    err = reconstruction - x
+    mse = (err.pow(2) * w).mean() / w.mean()
+    # (x_{p+1} - x_p) - (xhat_{p+1} - xhat_p), across x and across y: the error in the picture's edges
+    edge = ((err.diff(dim=3).pow(2) * w[..., :, 1:]).mean() + (err.diff(dim=2).pow(2) * w[..., 1:, :]).mean()) / w.mean()
     kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).mean()  # KL(N(mu, sigma^2) || N(0, 1))
-    return mse + kl_weight * kl, mse, kl
+    return mse + edge_weight * edge + kl_weight * kl, mse, kl
 
 # %% ../nbs/15_vae.ipynb #ca547285
 def psnr(x: Tensor, y: Tensor) -> Tensor:
@@ -102,11 +107,12 @@ def psnr(x: Tensor, y: Tensor) -> Tensor:
 
 # %% ../nbs/15_vae.ipynb #0eb62f5e
 def train_vae(
-    steps: int = 1200,  # optimizer steps
+    steps: int = 1000,  # optimizer steps
     batch_size: int = 32,  # pictures per step, half square and half wide
     lr: float = 1e-3,  # peak learning rate (one-cycle schedule)
-    kl_weight: float = 1e-4,  # beta, the weight of the KL term
+    kl_weight: float = 1e-6,  # beta, the weight of the KL term
     object_weight: float = 100.,  # weight of pixels on or next to objects in the reconstruction loss
+    edge_weight: float = 1.,  # gamma, the weight of the error in the picture's edges
     grad_clip: float = 1.0,  # the gradient's norm is clipped to this
     seed: int = 0,  # seeds the weights, the scenes and the noise
     widths: Sequence[int] = (32, 64, 96),  # channels at full, half and quarter resolution
@@ -119,13 +125,14 @@ def train_vae(
     if exists(threads): torch.set_num_threads(threads)
     try:
         with seeded(seed):
-            vae = ShapesVAE(widths)
+            vae = ShapesVAE(widths).to(memory_format=torch.channels_last)  # NHWC: faster convolutions on CPU
             opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.)
             sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.05)
             history, bar = [], tqdm(range(steps), disable=not progress, desc='vae')
             for step in bar:
-                parts = [vae_loss(x, *vae(x), kl_weight, object_weight) for x in
+                parts = [vae_loss(x, *vae(x), kl_weight, object_weight, edge_weight) for x in
                          (render(sample_scenes(batch_size // 2, seed=2 * 10**6 * (seed + 1) + 2 * step + k, fmt=f, split='train'))
+                          .contiguous(memory_format=torch.channels_last)
                           for k, f in enumerate(FORMATS))]
                 loss, mse, kl = (sum(p[i] for p in parts) / len(parts) for i in range(3))
                 opt.zero_grad(); loss.backward()
@@ -134,7 +141,7 @@ def train_vae(
                 history.append({'loss': loss.item(), 'mse': mse.item(), 'kl': kl.item()})
                 bar.set_postfix(mse=f'{mse.item():.5f}', refresh=False)
     finally: torch.set_num_threads(old_threads)
-    return vae.eval(), history
+    return vae.to(memory_format=torch.contiguous_format).eval(), history
 
 # %% ../nbs/15_vae.ipynb #96af030f
 @patch_to(ShapesVAE)
@@ -177,26 +184,27 @@ def decode_latents(
         return _by_size(list(latents), lambda z: vae.decode(z / vae.scale).clamp(-1, 1))
 
 # %% ../nbs/15_vae.ipynb #cd7f2ed6
-_VAES: dict[str, ShapesVAE] = {}
+VAE_VERSION: int = 2  # raised when the network or its training changes: older saved VAEs are then not reused
 
+# %% ../nbs/15_vae.ipynb #574b613a
 def shapes_vae(
     retrain: bool = False,  # train anew even when a saved VAE exists
-    name: str = 'shapes_vae.pt',  # file name in `cache_dir()`
+    name: str = f'shapes_vae_v{VAE_VERSION}.pt',  # file name in `cache_dir()`
+    load_only: bool = False,  # return None, rather than train, when no VAE is saved
     **train_kwargs,  # passed to `train_vae` when training
-) -> ShapesVAE:
-    "The trained VAE (scale fitted): kept in memory, else loaded from `cache_dir() / name`, else trained and saved."
-    path = cache_dir() / name
-    if not retrain and name in _VAES: return _VAES[name]
-    if not retrain and path.exists():
-        state = torch.load(path, map_location='cpu', weights_only=True)
-        vae = ShapesVAE(state['widths'], state['latent_channels']); vae.load_state_dict(state['weights'])
-    else:
+) -> ShapesVAE | None:
+    "The trained VAE, scale fitted (through `cached_model`): kept in memory, else loaded from `cache_dir() / name`, else trained and saved."
+    def train():
+        t0, c0 = time.perf_counter(), time.process_time()
         vae, _ = train_vae(**train_kwargs)
         vae.fit_scale()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({'widths': vae.widths, 'latent_channels': vae.latent_channels, 'weights': vae.state_dict()}, path)
-    _VAES[name] = vae.eval()
-    return _VAES[name]
+        vae.trained = {'wall_seconds': round(time.perf_counter() - t0, 1), 'cpu_seconds': round(time.process_time() - c0, 1)}
+        return vae, {'widths': vae.widths, 'latent_channels': vae.latent_channels} | vae.trained
+    def build(s: dict) -> ShapesVAE:
+        vae = ShapesVAE(s['widths'], s['latent_channels'])
+        vae.trained = {k: s[k] for k in ('wall_seconds', 'cpu_seconds') if k in s}  # how long its training took
+        return vae
+    return cached_model(name, build, train, retrain, load_only)
 
 # %% ../nbs/15_vae.ipynb #03d3cbd2
 def plot_reconstructions(
