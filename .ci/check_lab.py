@@ -18,7 +18,8 @@ clone (`--keep-cache` uses the usual one).
 
 Exit status 1 on any problem, 0 when all pass; a browser that cannot start is a skip with the reason (exit 0 only
 with `--allow-skip`). From the repository root: `python .ci/check_lab.py` (all), `python .ci/check_lab.py
-03_attention_masks.ipynb` (some), `python .ci/check_lab.py --list` (what would be driven).
+03_attention_masks.ipynb` (some), `python .ci/check_lab.py --list` (what would be driven); `--nbs DIR` serves a copy
+of another notebooks folder, e.g. one where a widget's callback was broken on purpose, to see the check fail.
 """
 from __future__ import annotations
 import argparse, asyncio, json, os, re, secrets, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request
@@ -326,6 +327,7 @@ def main() -> int:
     ap.add_argument('--list', action='store_true', help='print the notebooks and widget cells found, and exit')
     ap.add_argument('--parallel', type=int, default=2, help='notebooks driven at once (one kernel each)')
     ap.add_argument('--out', default='_ci_artifacts/lab')
+    ap.add_argument('--nbs', default=str(ROOT / 'nbs'), help='the notebooks folder to serve a copy of (e.g. one with a notebook broken on purpose)')
     ap.add_argument('--timeout', type=int, default=600, help='seconds allowed for one Run All')
     ap.add_argument('--change-timeout', type=float, default=60, help='seconds allowed for a widget to redraw')
     ap.add_argument('--no-self-test', action='store_true', help='skip the two notebooks the check writes itself')
@@ -333,9 +335,10 @@ def main() -> int:
     ap.add_argument('--allow-skip', action='store_true', help='exit 0 (with a SKIP line) when no browser can start')
     args = ap.parse_args()
     t_start = time.time()
-    found = widget_notebooks(ROOT / 'nbs')
+    nbs_dir = Path(args.nbs).resolve()
+    found = widget_notebooks(nbs_dir)
     unknown = [n for n in args.notebooks if n not in found]
-    if unknown: print(f'not widget notebooks in nbs/: {unknown}; these are: {list(found)}'); return 1
+    if unknown: print(f'not widget notebooks in {nbs_dir}: {unknown}; these are: {list(found)}'); return 1
     nbs = {n: c for n, c in found.items() if not args.notebooks or n in args.notebooks}
     if args.list:
         for n, c in found.items(): print(f'{n}: widget cells {c}')
@@ -343,11 +346,11 @@ def main() -> int:
     out_dir = ROOT / args.out; out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob('*.png'): old.unlink()   # screenshots of this run only
     # every notebook, widgets or not, opens without a "Select Kernel" dialog
-    no_kernelspec = [p.name for p in sorted((ROOT / 'nbs').glob('*.ipynb')) if not p.name.startswith('_')
+    no_kernelspec = [p.name for p in sorted(nbs_dir.glob('*.ipynb')) if not p.name.startswith('_')
                      and 'kernelspec' not in json.loads(p.read_text()).get('metadata', {})]
     # serve a copy of nbs/ with settings.ini, so autosave never touches the repo (the last cells export into the copy)
     root = Path(tempfile.mkdtemp(prefix='lab-nbs-')) / 'nbs'
-    shutil.copytree(ROOT / 'nbs', root, ignore=shutil.ignore_patterns('.ipynb_checkpoints', '_*.ipynb'))
+    shutil.copytree(nbs_dir, root, ignore=shutil.ignore_patterns('.ipynb_checkpoints', '_*.ipynb'), ignore_dangling_symlinks=True)
     shutil.copy(ROOT / 'settings.ini', root.parent)
     if not args.no_self_test:
         write_self_tests(root)
