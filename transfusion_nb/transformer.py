@@ -61,7 +61,7 @@ def rotary_full_width(cos:Tensor, sin:Tensor) -> tuple[Tensor, Tensor]:
 
 # %% ../nbs/05_transformer.ipynb #a82a43ff
 def apply_rotary(t:Tensor, # queries or keys (..., n, e), channel k paired with k + e/2
-                 cos:Tensor, # (..., n, e/2) from `RotaryEmbedding`, or (..., n, e) from `rotary_full_width`
+                 cos:Tensor, # (..., n, e/2) from RotaryEmbedding, or (..., n, e) from rotary_full_width
                  sin:Tensor, # (..., n, e/2), or the signed (..., n, e)
                 ) -> Tensor:
     "Rotate each channel pair `(t_k, t_{k+e/2})` of `t` by its angle."
@@ -403,6 +403,7 @@ def forward(self,
             rows:Tensor|None=None, # long (b, n): `token_rows(cond, is_image, cond_index)`, if already computed
             **kwargs, # passed to `fn`
            ) -> Tensor:
+    "`fn` of the normalised `x`: image tokens take the gain, shift and output gate of their `cond` row, text tokens plain RMSNorm."
     if not exists(cond): return self.fn(F.rms_norm(x, (self.dim,), (self.gamma + 1.).to(x.dtype), self.eps), **kwargs)
     if not exists(self.dim_cond): raise ValueError('AdaptivePreNorm: got cond, but this block was built without dim_cond')
     if cond.ndim == 2: cond = rearrange(cond, 'b d -> b 1 d')
@@ -463,7 +464,6 @@ def _check_transformer_args(dim, depth, heads, dim_head, ff_mult, num_residual_s
     if residual_kwargs is not None and not isinstance(residual_kwargs, dict):
         raise TypeError(f'Transformer: residual_kwargs must be None or a dict of options of the connection class, got {residual_kwargs!r}')
 
-
 # %% ../nbs/05_transformer.ipynb #822273d0
 class Transformer(nn.Module):
     "Pre-norm transformer for interleaved text and image tokens: rotary attention under any mask, SwiGLU, time conditioning, hyper-connections."
@@ -476,7 +476,7 @@ class Transformer(nn.Module):
                  num_residual_streams:int=1, # hyper-connection streams `s`; 1 = plain residual
                  time_cond:Literal['adaptive', 'add']='adaptive', # adaptive norm on image tokens, or added at the model's input
                  dim_cond:int|None=None, # width of `cond` for time_cond='adaptive' (default `dim`)
-                 ada_gate:Literal['zero', 'sigmoid']='zero', # output gate of the adaptive norm (see `AdaptivePreNorm`)
+                 ada_gate:Literal['zero', 'sigmoid']='zero', # output gate of the adaptive norm (see AdaptivePreNorm)
                  rotary_theta:float=10000., # base of the rotary frequencies
                  ff_act:Literal['silu', 'gelu']='silu', # SwiGLU or GEGLU
                  ff_bias:bool=False, # biases in the feed-forward
@@ -519,6 +519,7 @@ def forward(self,
             cache:KVCache|None=None, # keys and values of the tokens before `x`
             use_cache:bool=False, # start a new cache when `cache` is None
            ) -> tuple[Tensor, KVCache|None]: # output (b, n, d) and the new cache (None without a cache)
+    "Run the tokens through every (attention, feed-forward) layer under `mask`, appending to `cache`; return the normed output and the cache."
     _check_inputs(self, x, pos, cond, is_image, cond_index, cache)
     b, n, _ = x.shape
     start = len(cache) if exists(cache) else 0
