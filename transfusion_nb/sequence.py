@@ -6,7 +6,7 @@
 from __future__ import annotations
 import operator, re
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -178,10 +178,11 @@ def check_samples(samples:Any, # a batch: a list of samples, each a list of text
     return out
 
 # %% ../nbs/06_sequence.ipynb #06562830
-class ImageSlot(NamedTuple):
+@dataclass(frozen=True)
+class ImageSlot:
     "Where one image of a packed batch sits."
     sample:int # the row of the batch
-    index:int # which image of its sample (row of `modality_positions`)
+    index:int # which image of its sample (row of modality_positions)
     type:int # modality type
     image:Tensor # (c, h, w)
     offset:int # position of its first patch token
@@ -190,15 +191,16 @@ class ImageSlot(NamedTuple):
     capped:bool # text follows it in its sample: its noise is limited (captioning)
 
 # %% ../nbs/06_sequence.ipynb #97df8398
-class ImageGroup(NamedTuple):
+@dataclass(frozen=True)
+class ImageGroup:
     "Images of one (type, shape) in a packed batch: they share an encoder call."
-    type:int
+    type:int # modality type
     shape:tuple[int, int, int] # (c, h, w)
     grid:tuple[int, int] # (y, x) patches
-    members:list[int] # indices into `Packed.slots`
+    members:list[int] # indices into Packed.slots
     sample:Tensor # (g,) long: their rows
     index:Tensor # (g,) long: their image index in the row
-    token_index:Tensor # (g * y * x,) long: flat positions `row * n + offset + k` of their patch tokens
+    token_index:Tensor # (g * y * x,) long: flat positions row * n + offset + k of their patch tokens
 
 # %% ../nbs/06_sequence.ipynb #278922ae
 @dataclass
@@ -249,7 +251,7 @@ def _check_checked(samples:Any, vocab:Vocab, patch_size:int) -> None:
                                  f'and patch_size={patch_size} (run check_samples with the same patch_size first)')
 
 # %% ../nbs/06_sequence.ipynb #99ebbdeb
-def pack(samples:Sequence[Sequence[tuple[int, Tensor]]], # checked samples: `(kind, tensor)` items from `check_samples`
+def pack(samples:Sequence[Sequence[tuple[int, Tensor]]], # checked samples: (kind, tensor) items from check_samples
          vocab:Vocab, # the model's vocabulary
          patch_size:int, # p
          meta_tokens:bool=True, # write `META shape` before each BOI
@@ -290,7 +292,7 @@ def pack(samples:Sequence[Sequence[tuple[int, Tensor]]], # checked samples: `(ki
     return Packed(ids, seq_lens, mp, image_ids, labels, slots, _group_slots(slots, n, patch_size, device))
 
 # %% ../nbs/06_sequence.ipynb #b2814c76
-def unpack(packed:Packed, # from `pack`
+def unpack(packed:Packed, # from pack
            vocab:Vocab, # the model's vocabulary
            meta_tokens:bool=True, # the batch was packed with shape tokens
            check:bool=True, # verify the markers and shape tokens around every image
@@ -320,7 +322,7 @@ def unpack(packed:Packed, # from `pack`
     return out
 
 # %% ../nbs/06_sequence.ipynb #600091e9
-def plot_packed(packed:Packed, # from `pack`
+def plot_packed(packed:Packed, # from pack
                 vocab:Vocab, # the model's vocabulary
                 ax=None, # a matplotlib axis (default: a new figure)
                 max_tokens:int=64, # draw at most this many positions
@@ -333,7 +335,7 @@ def plot_packed(packed:Packed, # from `pack`
     _check_int('plot_packed', 'max_tokens', max_tokens)
     b, n = packed.ids.shape
     n = min(n, max_tokens)
-    if ax is None: _, ax = new_fig(1, 1, figsize=(min(0.36 * n + 1.2, 16), 0.5 * b + 0.9))
+    if ax is None: _, ax = new_fig(1, 1, figsize=(min(0.42 * n + 1.4, 16), 0.62 * b + 1.1))
     ids, img = packed.ids[:, :n].cpu(), packed.image_ids[:, :n].cpu()
     kind = torch.zeros(b, n, dtype=torch.long)                               # 0 pad, 1 text, 2 meta/shape, 3 BOI/EOI, 4 patch
     real = torch.arange(n) < packed.seq_lens.cpu()[:, None]
@@ -346,11 +348,11 @@ def plot_packed(packed:Packed, # from `pack`
         for t in range(n):
             if kind[i, t] in (1, 2, 3):
                 name = vocab.name(int(ids[i, t]))
-                ax.text(t, i - 0.08, name, ha='center', va='center', fontsize=7 if len(name) < 3 else 5.5,
+                ax.text(t, i - 0.08, name, ha='center', va='center', fontsize=10,
                         color='white' if kind[i, t] == 3 else 'black', rotation=90 if len(name) > 2 else 0)
     tgt = (packed.labels[:, :n].cpu() >= 0).nonzero()
     ax.scatter(tgt[:, 1], tgt[:, 0] + 0.36, s=5, color='k')
     ax.set(yticks=range(b), yticklabels=[f'sample {i}' for i in range(b)], xlabel='position')
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_title('grey text, blue META + shape, dark BOI/EOI, orange patches; dots: text targets', fontsize=9)
+    ax.set_title('grey text, blue META + shape, dark BOI/EOI, orange patches; dots: text targets')
     return ax
