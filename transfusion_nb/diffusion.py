@@ -117,7 +117,7 @@ def plot_time_embedding(
     with torch.no_grad(): e = emb(tau).T.cpu()  # (d, b)
     ax.imshow(e, aspect='auto', cmap='RdBu', vmin=-1, vmax=1, extent=(0, 1, e.shape[0] - .5, -.5))
     ax.set_xlabel('network time τ (0 = noise, 1 = clean)'); ax.set_ylabel('feature')
-    ax.set_title(default(title, type(emb).__name__), fontsize=9)
+    ax.set_title(default(title, type(emb).__name__))
     return ax
 
 # %% ../nbs/04_diffusion.ipynb #123d44c2
@@ -156,7 +156,7 @@ def plot_schedules(
     axs=None,  # two matplotlib axes (a new figure when None)
 ):
     "Left: alpha_bar_t of the cosine and linear DDPM schedules. Right: the signal and noise scales against the network time tau."
-    if axs is None: _, axs = new_fig(1, 2, size=3.3)
+    if axs is None: _, axs = new_fig(1, 2, size=4.3)
     t = torch.arange(T)
     tau = 1 - (t + 1) / T
     for sched, color in zip(SCHEDULES, ('C0', 'C1')):
@@ -165,12 +165,12 @@ def plot_schedules(
         if sched == 'cosine':
             axs[1].plot(tau, alpha_bar.sqrt(), color=color, label='DDPM cosine: α = √ᾱ')
             axs[1].plot(tau, (1 - alpha_bar).sqrt(), color=color, ls='--', label='DDPM cosine: σ = √(1-ᾱ)')
-    axs[0].set_xlabel('DDPM step t (larger = noisier)'); axs[0].set_ylabel('ᾱ_t'); axs[0].legend(fontsize=8)
-    axs[0].set_title('noise schedules', fontsize=9)
+    axs[0].set_xlabel('DDPM step t (larger = noisier)'); axs[0].set_ylabel('ᾱ_t'); axs[0].legend()
+    axs[0].set_title('noise schedules')
     axs[1].plot([0, 1], [0, 1], color='C2', label='flow matching: α = τ')
     axs[1].plot([0, 1], [1, 0], color='C2', ls='--', label='flow matching: σ = 1 - τ')
-    axs[1].set_xlabel('network time τ (0 = noise, 1 = clean)'); axs[1].legend(fontsize=7)
-    axs[1].set_title('x_t = α x + σ ε', fontsize=9)
+    axs[1].set_xlabel('network time τ (0 = noise, 1 = clean)'); axs[1].legend()
+    axs[1].set_title('x_t = α x + σ ε')
     return axs
 
 # %% ../nbs/04_diffusion.ipynb #cd0c60f5
@@ -369,7 +369,6 @@ def _start_noise(self, shape, noise, generator, device) -> Tensor:
         if not torch.isfinite(noise).all(): raise ValueError('sample: noise contains NaN or inf')
     return noise
 
-
 # %% ../nbs/04_diffusion.ipynb #661240aa
 @patch_to(Diffusion)
 def sample(self,
@@ -405,13 +404,13 @@ def sample(self,
     xs = self._sample(call, noise, steps, method, generator, **kwargs)  # list of x along the way
     return (xs[-1], torch.stack(xs)) if return_trajectory else xs[-1]
 
-
 # %% ../nbs/04_diffusion.ipynb #4a4d3cea
 def _check_eta_clip(eta, clip_x0, where: str):
     "DDIM's eta a finite number >= 0; clip_x0 None or a finite number > 0."
     _check_number(eta, 'eta', where, 0)
     if clip_x0 is not None: _check_number(clip_x0, 'clip_x0', where, 0, lo_open=True)
 
+# %% ../nbs/04_diffusion.ipynb #3725cbdb
 class DDPM(Diffusion):
     "DDPM (Ho et al. 2020) as Transfusion trains images: T steps, a cosine schedule, the network predicts the noise."
     methods = ('ancestral', 'ddim')
@@ -580,13 +579,13 @@ def plot_noising(
     "Grid of `image` noised by each objective (rows) at each network time tau (columns), the same noise everywhere."
     taus = [tau] if isinstance(tau, (int, float)) else list(tau)
     noise = default(noise, lambda: torch.randn(image.shape, generator=torch.Generator().manual_seed(0)))
-    if axs is None: _, axs = new_fig(len(objectives), len(taus), size=1.3, squeeze=False, gridspec_kw={'hspace': 0.45})
+    if axs is None: _, axs = new_fig(len(objectives), len(taus), size=1.15, squeeze=False, gridspec_kw={'hspace': 0.75}, dpi=90)
     for row, (name, obj) in zip(axs, objectives.items()):
         ts = [obj.from_network_time(torch.tensor(float(tau_))) for tau_ in taus]
         x_t = torch.stack([obj.add_noise(image, t, noise) for t in ts])[:, None]   # (cols, 1, y, x)
         titles = [f'τ={float(tau_):.2f}' + (f'\nt={t.item()}' if isinstance(obj, DDPM) else '') for tau_, t in zip(taus, ts)]
-        show_images(x_t, titles, vrange=(-1.5, 1.5), title_size=7, axs=row)
-        row[0].text(-0.08, 0.5, name, transform=row[0].transAxes, rotation=90, ha='right', va='center', fontsize=7)
+        show_images(x_t, titles, vrange=(-1.5, 1.5), title_size=10, axs=row)
+        row[0].text(-0.08, 0.5, name, transform=row[0].transAxes, rotation=90, ha='right', va='center', fontsize=10)
     return axs
 
 # %% ../nbs/04_diffusion.ipynb #515d0152
@@ -594,7 +593,7 @@ PAPER_DIFFUSION_LOSS_WEIGHT: float = 5.  # lambda in L = L_LM + lambda * L_DDPM 
 
 def transfusion_loss(
     lm_loss: Tensor,  # text cross-entropy, mean per text token
-    diffusion_loss: Tensor,  # `Diffusion.loss`, mean per image token
+    diffusion_loss: Tensor,  # Diffusion.loss, mean per image token
     diffusion_weight: float = PAPER_DIFFUSION_LOSS_WEIGHT,  # lambda
 ) -> Tensor:
     "The Transfusion objective L = L_LM + lambda * L_diffusion."
@@ -620,7 +619,7 @@ def plot_loss_weights(
 ):
     "The loss weight w(tau) of eps, v and x prediction against the network time, log scale, one panel per objective."
     objectives = default(objectives, lambda: {'DDPM (cosine)': DDPM(), 'flow matching': FlowMatching()})
-    if axs is None: _, axs = new_fig(1, len(objectives), size=3.)
+    if axs is None: _, axs = new_fig(1, len(objectives), size=4.2)
     tau = torch.linspace(0.005, 0.995, 199)
     for ax, (name, obj) in zip(axs, objectives.items()):
         t = obj.from_network_time(tau)
@@ -628,8 +627,8 @@ def plot_loss_weights(
         for p, color in zip(PREDICTIONS, ('C0', 'C1', 'C2')):
             ax.plot(tau_t, obj.loss_weight(t, p), color=color, label=f'{p}-prediction')
         ax.set_yscale('log'); ax.set_ylim(1e-4, 1e4); ax.axhline(1, color='0.7', lw=0.6)
-        ax.set_xlabel('network time τ (0 = noise, 1 = clean)', fontsize=8); ax.set_title(name, fontsize=9)
-    axs[0].set_ylabel('w(τ): weight of ‖x̂ - x‖²', fontsize=8); axs[0].legend(fontsize=7)
+        ax.set_xlabel('network time τ (0 = noise, 1 = clean)'); ax.set_title(name)
+    axs[0].set_ylabel('w(τ): weight of ‖x̂ - x‖²'); axs[0].legend()
     return axs
 
 # %% ../nbs/04_diffusion.ipynb #6f4c80ac
@@ -701,6 +700,7 @@ def _check_scale(scale, where: str):
     else: ok = isinstance(scale, numbers.Real) and not isinstance(scale, bool) and math.isfinite(scale)
     if not ok: raise ValueError(f'{where}: scale must be a finite number, got {scale!r}')
 
+# %% ../nbs/04_diffusion.ipynb #e1374148
 def cfg_combine(
     cond: Tensor,  # prediction with the conditioning
     uncond: Tensor,  # prediction without it
@@ -871,7 +871,7 @@ def plot_points(
         ax.clear()
         if exists(reference): ax.scatter(*reference.T.cpu(), s=2, c='0.85', lw=0)
         ax.scatter(*pts.detach().T.cpu(), s=2, c='C0', lw=0)
-        ax.set_xlim(-lim, lim); ax.set_ylim(-lim, lim); ax.set_aspect('equal'); ax.set_title(name, fontsize=9)
+        ax.set_xlim(-lim, lim); ax.set_ylim(-lim, lim); ax.set_aspect('equal'); ax.set_title(name)
     return axs
 
 # %% ../nbs/04_diffusion.ipynb #a4017c1f
@@ -883,7 +883,7 @@ def plot_trajectories(
     lim: float = 5.,  # axis limits of the 2-D panels
 ):
     "Top: sampling paths in the plane (noise o, end •). Bottom: their first coordinate against sampling progress (≈ tau)."
-    if axs is None: _, axs = new_fig(2, len(trajectories), size=2.3, squeeze=False, height_ratios=(1.6, 1))
+    if axs is None: _, axs = new_fig(2, len(trajectories), size=3.3, squeeze=False, height_ratios=(1.6, 1))
     for col, (name, traj) in enumerate(trajectories.items()):
         top, bottom, color = axs[0, col], axs[1, col], f'C{col}'
         top.clear(); bottom.clear()
@@ -895,8 +895,8 @@ def plot_trajectories(
             bottom.plot(progress, traj[:, i, 0], lw=0.6, color=color)
         top.scatter(*traj[0].T, s=6, facecolors='none', edgecolors='0.3', lw=0.5)
         top.scatter(*traj[-1].T, s=5, c='k', lw=0)
-        top.set_xlim(-lim, lim); top.set_ylim(-lim, lim); top.set_aspect('equal'); top.set_title(name, fontsize=9)
+        top.set_xlim(-lim, lim); top.set_ylim(-lim, lim); top.set_aspect('equal'); top.set_title(name)
         top.set_xticks([-4, 0, 4]); top.set_yticks([-4, 0, 4]); bottom.set_yticks([-4, 0, 4])
-        bottom.set_ylim(-lim, lim); bottom.set_xlabel('sampling progress (≈ τ)', fontsize=8)
-    axs[1, 0].set_ylabel('first coordinate', fontsize=8)
+        bottom.set_ylim(-lim, lim); bottom.set_xlabel('sampling progress (≈ τ)')
+    axs[1, 0].set_ylabel('first coordinate')
     return axs
