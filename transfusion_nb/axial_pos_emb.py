@@ -17,8 +17,8 @@ from torch import nn, Tensor
 from .utils import default, exists, new_fig
 
 # %% auto #0
-__all__ = ['axial_sizes', 'axial_mlp', 'combine_factorized', 'ContinuousAxialPositionalEmbedding', 'AxialPositionalEmbedding',
-           'plot_axial_pos_emb', 'pos_sim', 'plot_pos_sim', 'sincos_2d', 'fit_pos_emb', 'plot_axial_explorer',
+__all__ = ['axial_sizes', 'axial_mlp', 'plot_axial_pos_emb', 'combine_factorized', 'ContinuousAxialPositionalEmbedding',
+           'pos_sim', 'plot_pos_sim', 'AxialPositionalEmbedding', 'sincos_2d', 'fit_pos_emb', 'plot_axial_explorer',
            'plot_extrapolation', 'animate_extrapolation']
 
 # %% ../nbs/01_axial_pos_emb.ipynb #6f5501b5
@@ -88,6 +88,31 @@ def axial_mlp(dim_in:int, # input features (1: a coordinate)
         d = dim_hidden
     layers.append(nn.Linear(d, dim_out))
     return nn.Sequential(*layers)
+
+# %% ../nbs/01_axial_pos_emb.ipynb #faa94df6
+def plot_axial_pos_emb(axial_embeds:Sequence[Tensor], # per-axis embeddings [(N_i, d)]
+                       names:Sequence[str]|None=None, # one title per axis (default 'axis 0', 'axis 1', ...)
+                       max_channels:int|None=None, # show only the first channels
+                       center:bool=False, # subtract each channel's mean over positions: shows what changes with position
+                       axs=None, # matplotlib axes, one per axis (default: a new figure)
+                       size:float=3.2, # inches per panel for a new figure
+                      ):
+    "Heatmaps of per-axis positional embeddings, position (rows) by channel (columns), one panel per axis."
+    if isinstance(axial_embeds, Tensor) or not isinstance(axial_embeds, Sequence) or not axial_embeds or \
+       not all(isinstance(e, Tensor) and e.ndim == 2 for e in axial_embeds):
+        raise ValueError('plot_axial_pos_emb: axial_embeds must be a non-empty list of (N_i, d) tensors, one per axis')
+    if exists(max_channels): _check_int('plot_axial_pos_emb', 'max_channels', max_channels)
+    _check_real('plot_axial_pos_emb', 'size', size, lambda s: s > 0, 'a number > 0 (inches)')
+    names = default(names, [f'axis {i}' for i in range(len(axial_embeds))])
+    if len(names) != len(axial_embeds): raise ValueError(f'plot_axial_pos_emb: {len(axial_embeds)} axes need {len(axial_embeds)} names, got {len(names)}')
+    if axs is None: _, axs = new_fig(1, len(axial_embeds), size=size, squeeze=False, layout='constrained'); axs = axs[0]
+    for ax, e, name in zip(axs, axial_embeds, names):
+        e = e.detach().float().cpu()[:, :max_channels]
+        if center: e = e - e.mean(dim=0, keepdim=True)
+        lim = e.abs().max().item() or 1.
+        ax.imshow(e, cmap='RdBu_r', vmin=-lim, vmax=lim, aspect='auto')
+        ax.set(title=f'{name}: ({e.shape[0]}, {e.shape[1]})' + (', centred' if center else ''), xlabel='channel', ylabel='position')
+    return axs
 
 # %% ../nbs/01_axial_pos_emb.ipynb #d3ba8089
 def combine_factorized(axial_embeds:Sequence[Tensor], # per-axis embeddings [(N_i, d)], e.g. from `forward(..., return_factorized=True)`
@@ -216,6 +241,35 @@ def forward_with_pos(self,
         out = e[idx] if out is None else out + e[idx]                  # (..., d)
     return out
 
+# %% ../nbs/01_axial_pos_emb.ipynb #aca077f5
+def pos_sim(grid:Tensor, # embeddings of a grid (*shape, d)
+            token:Sequence[int], # the chosen position, one coordinate per axis
+           ) -> Tensor:
+    "Cosine similarity (*shape) of the embedding at `token` to the embedding at every position of `grid`."
+    if not isinstance(grid, Tensor) or grid.ndim < 2: raise ValueError(f'pos_sim: grid must be embeddings (*shape, d), got {getattr(grid, "shape", type(grid).__name__)}')
+    token = tuple(token)
+    for t in token: _check_int('pos_sim', 'each token coordinate', t, lo=None)   # the range is checked below
+    shape = tuple(grid.shape[:-1])
+    if len(token) != len(shape) or any(not 0 <= t < n for t, n in zip(token, shape)):
+        raise ValueError(f'token {token} is not a position of a grid of shape {shape}')
+    return F.cosine_similarity(grid, grid[token].expand_as(grid), dim=-1)
+
+# %% ../nbs/01_axial_pos_emb.ipynb #84e9acc0
+def plot_pos_sim(grid:Tensor, # embeddings of an image grid (y, x, d)
+                 token:Sequence[int], # (row, col) of the chosen token, marked with a cross
+                 ax=None, # matplotlib axes (default: a new figure)
+                 title:str|None=None, # panel title
+                 size:float=7., # inches for a new figure
+                ):
+    "The cosine-similarity map of one token to every position of a 2-D grid, in [-1, 1], the token marked."
+    if grid.ndim != 3: raise ValueError(f'plot_pos_sim draws a 2-D grid (y, x, d), got shape {tuple(grid.shape)}')
+    if ax is None: _, ax = new_fig(size=size)
+    sim = pos_sim(grid.detach().float().cpu(), token)
+    im = ax.imshow(sim, cmap='RdBu_r', vmin=-1, vmax=1)
+    ax.plot(token[1], token[0], 'x', color='k', ms=7, mew=2)
+    ax.set(title=default(title, f'cos sim to token {tuple(token)}'), xlabel='column', ylabel='row')
+    return ax
+
 # %% ../nbs/01_axial_pos_emb.ipynb #4f617908
 class AxialPositionalEmbedding(nn.Module):
     """One learned table per axis, summed (or concatenated) over axes; a fixed largest grid `axial_shape`.
@@ -271,60 +325,6 @@ def forward_seq(self, x:Tensor) -> Tensor: # tokens (b, n, d)
                          f'(shape {self.shape})')
     return repeat(self(flatten=True)[:n], 'n d -> b n d', b=b).to(x)
 
-# %% ../nbs/01_axial_pos_emb.ipynb #faa94df6
-def plot_axial_pos_emb(axial_embeds:Sequence[Tensor], # per-axis embeddings [(N_i, d)]
-                       names:Sequence[str]|None=None, # one title per axis (default 'axis 0', 'axis 1', ...)
-                       max_channels:int|None=None, # show only the first channels
-                       center:bool=False, # subtract each channel's mean over positions: shows what changes with position
-                       axs=None, # matplotlib axes, one per axis (default: a new figure)
-                       size:float=2.6, # inches per panel for a new figure
-                      ):
-    "Heatmaps of per-axis positional embeddings, position (rows) by channel (columns), one panel per axis."
-    if isinstance(axial_embeds, Tensor) or not isinstance(axial_embeds, Sequence) or not axial_embeds or \
-       not all(isinstance(e, Tensor) and e.ndim == 2 for e in axial_embeds):
-        raise ValueError('plot_axial_pos_emb: axial_embeds must be a non-empty list of (N_i, d) tensors, one per axis')
-    if exists(max_channels): _check_int('plot_axial_pos_emb', 'max_channels', max_channels)
-    _check_real('plot_axial_pos_emb', 'size', size, lambda s: s > 0, 'a number > 0 (inches)')
-    names = default(names, [f'axis {i}' for i in range(len(axial_embeds))])
-    if len(names) != len(axial_embeds): raise ValueError(f'plot_axial_pos_emb: {len(axial_embeds)} axes need {len(axial_embeds)} names, got {len(names)}')
-    if axs is None: _, axs = new_fig(1, len(axial_embeds), size=size, squeeze=False, layout='constrained'); axs = axs[0]
-    for ax, e, name in zip(axs, axial_embeds, names):
-        e = e.detach().float().cpu()[:, :max_channels]
-        if center: e = e - e.mean(dim=0, keepdim=True)
-        lim = e.abs().max().item() or 1.
-        ax.imshow(e, cmap='RdBu_r', vmin=-lim, vmax=lim, aspect='auto')
-        ax.set(title=f'{name}: ({e.shape[0]}, {e.shape[1]})' + (', centred' if center else ''), xlabel='channel', ylabel='position')
-    return axs
-
-# %% ../nbs/01_axial_pos_emb.ipynb #aca077f5
-def pos_sim(grid:Tensor, # embeddings of a grid (*shape, d)
-            token:Sequence[int], # the chosen position, one coordinate per axis
-           ) -> Tensor:
-    "Cosine similarity (*shape) of the embedding at `token` to the embedding at every position of `grid`."
-    if not isinstance(grid, Tensor) or grid.ndim < 2: raise ValueError(f'pos_sim: grid must be embeddings (*shape, d), got {getattr(grid, "shape", type(grid).__name__)}')
-    token = tuple(token)
-    for t in token: _check_int('pos_sim', 'each token coordinate', t, lo=None)   # the range is checked below
-    shape = tuple(grid.shape[:-1])
-    if len(token) != len(shape) or any(not 0 <= t < n for t, n in zip(token, shape)):
-        raise ValueError(f'token {token} is not a position of a grid of shape {shape}')
-    return F.cosine_similarity(grid, grid[token].expand_as(grid), dim=-1)
-
-# %% ../nbs/01_axial_pos_emb.ipynb #84e9acc0
-def plot_pos_sim(grid:Tensor, # embeddings of an image grid (y, x, d)
-                 token:Sequence[int], # (row, col) of the chosen token, marked with a cross
-                 ax=None, # matplotlib axes (default: a new figure)
-                 title:str|None=None, # panel title
-                 size:float=3., # inches for a new figure
-                ):
-    "The cosine-similarity map of one token to every position of a 2-D grid, in [-1, 1], the token marked."
-    if grid.ndim != 3: raise ValueError(f'plot_pos_sim draws a 2-D grid (y, x, d), got shape {tuple(grid.shape)}')
-    if ax is None: _, ax = new_fig(size=size)
-    sim = pos_sim(grid.detach().float().cpu(), token)
-    im = ax.imshow(sim, cmap='RdBu_r', vmin=-1, vmax=1)
-    ax.plot(token[1], token[0], 'x', color='k', ms=7, mew=2)
-    ax.set(title=default(title, f'cos sim to token {tuple(token)}'), xlabel='column', ylabel='row')
-    return ax
-
 # %% ../nbs/01_axial_pos_emb.ipynb #49fcb7b2
 def sincos_2d(axial_dims:Sequence[int], # image grid (y, x)
               dim:int, # width, divisible by 4
@@ -368,7 +368,7 @@ def fit_pos_emb(pos_emb:nn.Module, # a module called with a shape returning the 
     return losses
 
 # %% ../nbs/01_axial_pos_emb.ipynb #ae3ccca2
-def plot_axial_explorer(pos_emb:nn.Module, # a 2-axis `ContinuousAxialPositionalEmbedding`
+def plot_axial_explorer(pos_emb:nn.Module, # a 2-axis ContinuousAxialPositionalEmbedding
                         height:int=16, # grid rows
                         width:int=16, # grid columns
                         row:int=5, # chosen token's row (clipped to the grid)
@@ -395,12 +395,12 @@ def plot_axial_explorer(pos_emb:nn.Module, # a 2-axis `ContinuousAxialPositional
     axs[2].plot(grid[row, col], 'k', lw=1.5, label='sum')
     axs[2].axvline(channel, color='grey', ls=':')
     axs[2].set(title=f'token {row * width + col + 1}: Row + Col', xlabel='channel')
-    axs[2].legend(fontsize=8, loc='lower right')
+    axs[2].legend(loc='lower right')
     if new: axs[0].figure.tight_layout()
     return axs
 
 # %% ../nbs/01_axial_pos_emb.ipynb #c69fc8a3
-def plot_extrapolation(pos_emb:nn.Module, # a 2-axis `ContinuousAxialPositionalEmbedding`
+def plot_extrapolation(pos_emb:nn.Module, # a 2-axis ContinuousAxialPositionalEmbedding
                        table:AxialPositionalEmbedding, # a 2-axis table trained on its `shape`
                        size:int, # show a size x size grid
                        token:Sequence[int]=(5, 10), # the token whose similarity map is drawn
@@ -427,7 +427,7 @@ def plot_extrapolation(pos_emb:nn.Module, # a 2-axis `ContinuousAxialPositionalE
     return axs
 
 # %% ../nbs/01_axial_pos_emb.ipynb #a38a0598
-def animate_extrapolation(pos_emb:nn.Module, # a 2-axis `ContinuousAxialPositionalEmbedding`
+def animate_extrapolation(pos_emb:nn.Module, # a 2-axis ContinuousAxialPositionalEmbedding
                           table:AxialPositionalEmbedding, # a 2-axis table
                           sizes:Sequence[int], # one grid size per frame
                           token:Sequence[int]=(5, 10), # the token whose similarity map is drawn
@@ -440,7 +440,7 @@ def animate_extrapolation(pos_emb:nn.Module, # a 2-axis `ContinuousAxialPosition
         raise ValueError(f'animate_extrapolation: sizes must be a non-empty list of grid sizes, one per frame, got {sizes!r}')
     for s in sizes: _check_int('animate_extrapolation', 'each size', s)
     _check_int('animate_extrapolation', 'interval', interval)
-    fig, axs = new_fig(1, 2, size=2.8, layout='constrained')
+    fig, axs = new_fig(1, 2, size=3.1, layout='constrained')
     def draw(i):
         for ax in axs: ax.clear()
         plot_extrapolation(pos_emb, table, sizes[i], token=token, max_size=max(sizes), axs=axs)
