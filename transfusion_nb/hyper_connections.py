@@ -63,10 +63,10 @@ def adjacent_similarity(norm:str='pre', # 'pre' or 'post': where the layer norm 
 # %% ../nbs/02_hyper_connections.ipynb #7df5f739
 def plot_adjacent_similarity(depth:int=32, ax=None, **kwargs):
     "Plot `adjacent_similarity` for Pre-Norm and Post-Norm against depth."
-    if ax is None: _, ax = new_fig(size=3.2)
+    if ax is None: _, ax = new_fig(figsize=(7, 4))
     for norm in ('pre', 'post'): ax.plot(range(1, depth + 1), adjacent_similarity(norm, depth, **kwargs).numpy(), label=f'{norm}-norm')
-    ax.set_xlabel('layer k'); ax.set_ylabel('cos(h^(k-1), h^k)'); ax.set_ylim(0.5, 1.01); ax.legend(fontsize=8)
-    ax.set_title('random residual MLP stack', fontsize=9)
+    ax.set_xlabel('layer k'); ax.set_ylabel('cos(h^(k-1), h^k)'); ax.set_ylim(0.5, 1.01); ax.legend(fontsize=10)
+    ax.set_title('random residual MLP stack', fontsize=10)
     return ax
 
 # %% ../nbs/02_hyper_connections.ipynb #77677b8d
@@ -179,20 +179,20 @@ def _heatmap(ax, m:Tensor, xlabels:list[str], ylabels:list[str], title:str|None=
     vmax = default(vmax, max(m.nan_to_num().abs().max().item(), 1e-6))
     im = ax.imshow(m.numpy(), cmap='RdBu_r', vmin=-vmax, vmax=vmax)
     ax.set_xticks(range(len(xlabels)), xlabels); ax.set_yticks(range(len(ylabels)), ylabels)
-    ax.tick_params(length=0, labelsize=8)
+    ax.tick_params(length=0, labelsize=10)
     for sp in ax.spines.values(): sp.set_visible(False)
     if annotate:
         for (i, j), v in np.ndenumerate(m.numpy()):
             if np.isnan(v): continue
-            ax.text(j, i, f'{v:.2f}', ha='center', va='center', fontsize=7, color='white' if abs(v) > 0.6 * vmax else 'black')
-    if exists(title): ax.set_title(title, fontsize=9)
+            ax.text(j, i, f'{v:.2f}', ha='center', va='center', fontsize=10, color='white' if abs(v) > 0.6 * vmax else 'black')
+    if exists(title): ax.set_title(title, fontsize=10)
     return im
 
 def plot_hc_matrix(alpha:Tensor, # `(s, s+1)`: [A_m | A_r]
                    beta:Tensor, # `(s,)`: B
                    ax=None, title:str|None=None, annotate:bool=True, vmax:float|None=None):
     "Heatmap of one layer's HC = [[0, B], [A_m, A_r]]: rows are sources, columns where they go."
-    if ax is None: _, ax = new_fig(size=2.6)
+    if ax is None: _, ax = new_fig(size=3.4)
     s = alpha.shape[-2]
     _heatmap(ax, hc_matrix(alpha, beta), ['h'] + [f"H'{j}" for j in range(1, s + 1)],
              ['T(h)'] + [f'H{i}' for i in range(1, s + 1)], title, annotate, vmax)
@@ -311,10 +311,10 @@ RESIDUAL_KINDS = ('residual', 'hc', 'frac', 'mhc')  # the connections `get_init_
 
 # %% ../nbs/02_hyper_connections.ipynb #0624a0d9
 def get_init_and_expand_reduce_stream_functions(num_streams:int, # number of residual streams
-                                                disable:bool|None=None, # True: `Residual` and identities; None is False
+                                                disable:bool|None=None, # True: Residual and identities; None is False
                                                 kind:str='hc', # one of RESIDUAL_KINDS: plain, hyper-, frac- or manifold-constrained hyper-connections
                                                 num_fracs:int=1, # fractions per stream (kind 'frac')
-                                                **kwargs, # more arguments of the connection class (e.g. `layout` of frac-connections)
+                                                **kwargs, # more arguments of the connection class (e.g. layout of frac-connections)
                                                ) -> tuple[Callable, nn.Module, nn.Module]:
     "`(init_hyper_conn, expand_stream, reduce_stream)`; `init_hyper_conn(dim=..., branch=..., layer_index=...)` builds one connection."
     where = 'get_init_and_expand_reduce_stream_functions'
@@ -385,15 +385,15 @@ def record_connection_weights(model:nn.Module):
         for h in handles: h.remove()
 
 # %% ../nbs/02_hyper_connections.ipynb #7c4ea378
-def plot_connection_matrix(m:Tensor, # `(L+1, L+1)` from `unfold_connections`
+def plot_connection_matrix(m:Tensor, # (L+1, L+1) from unfold_connections
                            ax=None, title:str|None=None, annotate:bool|None=None, vmax:float|None=None):
     "Heatmap of an unfolded connection matrix: row k is the input of layer k (last row: the output), column j a source."
-    if ax is None: _, ax = new_fig(size=3.2)
+    if ax is None: _, ax = new_fig(size=7)
     L = m.shape[-1] - 1
     m = m.detach().float().masked_fill(~torch.ones(L + 1, L + 1, dtype=torch.bool).tril(), float('nan'))  # blank above the diagonal
     _heatmap(ax, m, ['h0'] + [str(j) for j in range(1, L + 1)], [f'in {k}' for k in range(1, L + 1)] + ['out'],
              title, default(annotate, L <= 8), vmax)
-    ax.set_xlabel('source (h0, then layer j)', fontsize=8)
+    ax.set_xlabel('source (h0, then layer j)', fontsize=10)
     return ax
 
 # %% ../nbs/02_hyper_connections.ipynb #bc8e7fec
@@ -402,14 +402,14 @@ def plot_loss_curves(curves:dict[str, list[float]], # label -> loss per step
                      title:str|None=None):
     "Training-loss curves on one plot: raw (faint) and a moving average; later curves dashed so overlaps stay visible."
     _check_positive_int(smooth, 'smooth', 'plot_loss_curves')
-    if ax is None: _, ax = new_fig(size=4.)
+    if ax is None: _, ax = new_fig(figsize=(6.5, 4))
     for i, (label, losses) in enumerate(curves.items()):
         l = torch.tensor(losses)
         ax.plot(l.numpy(), color=f'C{i}', alpha=0.2, lw=0.8)
         if len(l) >= smooth:
             ax.plot(range(smooth - 1, len(l)), l.unfold(0, smooth, 1).mean(-1).numpy(), color=f'C{i}', label=label, ls='-' if i == 0 else '--')
-    ax.set_xlabel('step'); ax.set_ylabel('training loss (nats/char)'); ax.legend(fontsize=8)
-    if exists(title): ax.set_title(title, fontsize=9)
+    ax.set_xlabel('step'); ax.set_ylabel('training loss (nats/char)'); ax.legend(fontsize=10)
+    if exists(title): ax.set_title(title, fontsize=10)
     return ax
 
 # %% ../nbs/02_hyper_connections.ipynb #927319db
@@ -420,15 +420,15 @@ def plot_dynamic_weights(alpha:Tensor, # `(t, s, s+1)` per-token alpha of one la
                          tokens:list[str]|None=None, # labels for the t tokens
                          axs=None, colorbar:bool=True):
     "Two heatmaps, tokens x streams, each with its own colour scale: the dynamic part of A_m (alpha[..., 0]) and of B."
-    if axs is None: _, axs = new_fig(1, 2, size=2.6)
+    if axs is None: _, axs = new_fig(1, 2, size=3.2)
     t, s = beta.shape
     show = lambda c: {' ': '␣', '\n': '\\n', '\t': '\\t'}.get(c, c)
     tokens = [show(c) for c in default(tokens, [str(i) for i in range(t)])]
     d_am, d_b = (alpha - static_alpha)[..., 0].detach(), (beta - static_beta).detach()
     for ax, m, name in zip(axs, (d_am, d_b), ('dynamic part of A_m', 'dynamic part of B')):
         im = _heatmap(ax, m, [str(i) for i in range(1, s + 1)], tokens, name, annotate=False)
-        ax.set_aspect('auto'); ax.set_xlabel('stream', fontsize=8)
-        if colorbar: ax.figure.colorbar(im, ax=ax, shrink=0.8).ax.tick_params(labelsize=7)
+        ax.set_aspect('auto'); ax.set_xlabel('stream', fontsize=10)
+        if colorbar: ax.figure.colorbar(im, ax=ax, shrink=0.8).ax.tick_params(labelsize=10)
     return axs
 
 # %% ../nbs/02_hyper_connections.ipynb #696d7367
@@ -564,7 +564,7 @@ def connection_weights(self, streams:Tensor) -> tuple[Tensor, Tensor]:
 def plot_frac_matrix(fc:FracConnections, ax=None, title:str|None=None, annotate:bool=True):
     "Heatmap of a frac-connection's static alpha: rows (fraction j, stream i), columns (output fraction g, t = input or stream)."
     if not isinstance(fc, FracConnections): raise TypeError(f'plot_frac_matrix: fc must be a FracConnections, got {type(fc).__name__}')
-    if ax is None: _, ax = new_fig(size=3.)
+    if ax is None: _, ax = new_fig(size=4.)
     s, f = fc.num_streams, fc.num_fracs
     cols = [f'h{g}' if t == 0 else f"H'{g},{t}" for g in range(f) for t in range(s + 1)]
     _heatmap(ax, fc.static_alpha, cols, [f'F{j},{i + 1}' for j in range(f) for i in range(s)], title, annotate)
@@ -602,9 +602,9 @@ def signal_norms(kind:str, # one of RESIDUAL_KINDS
 def plot_signal_norms(norms:dict[str, Tensor], # kind -> `signal_norms(kind)`
                       ax=None):
     "RMS of the residual streams against depth, one line per kind of connection, log scale."
-    if ax is None: _, ax = new_fig(size=3.6)
+    if ax is None: _, ax = new_fig(figsize=(6.5, 4))
     names = {'residual': 'plain residual', 'hc': 'hyper-connections, s = 4', 'frac': 'frac-connections, f = 4', 'mhc': 'mHC, s = 4'}
     for k, v in norms.items(): ax.plot(v.numpy(), label=names.get(k, k))
-    ax.set_yscale('log'); ax.set_xlabel('layer'); ax.set_ylabel('RMS of the streams'); ax.legend(fontsize=8)
-    ax.set_title('static weights perturbed (std 0.2)', fontsize=9)
+    ax.set_yscale('log'); ax.set_xlabel('layer'); ax.set_ylabel('RMS of the streams'); ax.legend(fontsize=10)
+    ax.set_title('static weights perturbed (std 0.2)', fontsize=10)
     return ax
