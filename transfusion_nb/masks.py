@@ -5,7 +5,8 @@
 # %% ../nbs/03_attention_masks.ipynb #80a0041d
 from __future__ import annotations
 import numbers, re
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -24,12 +25,14 @@ __all__ = ['Layout', 'parse_layout', 'check_modality_positions', 'modality_posit
 # m modality spans (images) in one sample, o modality types (new here: not yet in utils.EINOPS_GLOSSARY)
 
 # %% ../nbs/03_attention_masks.ipynb #cf562616
-class Layout(NamedTuple):
-    "One sample: its spans `(type, offset, length)`, real length `seq_len`, padded length `n`, whether BOI/EOI surround each span."
-    spans: list[tuple[int, int, int]]
-    seq_len: int
-    n: int
-    markers: bool
+@dataclass(frozen=True)
+class Layout:
+    "One sample of a mixed sequence: where its images are, how many tokens are real, how many are padding."
+    spans: list[tuple[int, int, int]]  # the images, each (type, offset, length) over its patch tokens
+    seq_len: int  # real tokens; positions >= seq_len are padding
+    n: int  # padded length
+    markers: bool  # whether a BOI and an EOI token surround each span
+
 
 # %% ../nbs/03_attention_masks.ipynb #1d32c6e2
 def _check_int(owner: str, name: str, v: Any, lo: int = 1) -> int:
@@ -203,10 +206,12 @@ def _span_labels(values: Tensor, modality_positions: Tensor, n: int) -> Tensor:
     delta.scatter_add_(1, offs.clamp(0, n), values).scatter_add_(1, (offs + lengths).clamp(0, n), -values)
     return delta[:, :n].cumsum(-1) - 1
 
+
+# %% ../nbs/03_attention_masks.ipynb #aa9e809d
 def modality_ids(
     modality_positions: Tensor,  # (b, m, 3) = (type, offset, length)
     n: int,  # sequence length
-    validate: bool = True,  # check the spans first (`check_modality_positions`): a span outside [0, n) is an error, never clipped
+    validate: bool = True,  # check the spans first (check_modality_positions): a span outside [0, n) is an error, never clipped
 ) -> Tensor:
     "Per token, the index `k` of the span (image) it belongs to, -1 for text and padding: `(b, n)` long."
     if validate: check_modality_positions(modality_positions, n)
@@ -217,7 +222,7 @@ def modality_ids(
 def modality_types(
     modality_positions: Tensor,  # (b, m, 3) = (type, offset, length)
     n: int,  # sequence length
-    validate: bool = True,  # check the spans first (`check_modality_positions`): a span outside [0, n) is an error, never clipped
+    validate: bool = True,  # check the spans first (check_modality_positions): a span outside [0, n) is an error, never clipped
 ) -> Tensor:
     "Per token, the modality type of its span, -1 for text and padding: `(b, n)` long."
     if validate: check_modality_positions(modality_positions, n)
@@ -227,7 +232,7 @@ def modality_types(
 def is_modality_token(
     modality_positions: Tensor,  # (b, m, 3) = (type, offset, length)
     n: int,  # sequence length
-    validate: bool = True,  # check the spans first (`check_modality_positions`): a span outside [0, n) is an error, never clipped
+    validate: bool = True,  # check the spans first (check_modality_positions): a span outside [0, n) is an error, never clipped
 ) -> Tensor:
     "True where the token is an image (modality) token: `(b, n)` bool."
     return modality_ids(modality_positions, n, validate) >= 0
@@ -273,7 +278,8 @@ def kv_limits(
     validate: bool = True,  # check the spans first (a few small ops; skip in a hot loop once validated)
 ) -> Tensor:
     "Per query, how many keys it may attend (always a prefix `0 .. limit - 1`): `(b, n)` long."
-    lens = check_modality_positions(modality_positions, n, seq_lens) if validate else _lens(seq_lens, modality_positions.shape[0], n, modality_positions.device)
+    if validate: lens = check_modality_positions(modality_positions, n, seq_lens)  # (b,)
+    else: lens = _lens(seq_lens, modality_positions.shape[0], n, modality_positions.device)
     _, offs, lengths = modality_positions.long().unbind(-1)
     image_end = _span_labels(offs + lengths, modality_positions, n)  # (b, n): end of the token's image, -1 on text
     own = torch.arange(1, n + 1, device=image_end.device)  # i + 1: causal, up to itself
@@ -361,7 +367,7 @@ def plot_attn_mask(
     from matplotlib.colors import ListedColormap
     if exists(block_size): _check_int('plot_attn_mask', 'block_size', block_size)
     lay = _as_layout(layout, markers)
-    if not exists(ax): _, ax = new_fig(size=4)
+    if not exists(ax): _, ax = new_fig(size=5.5)
     mp, lens, n = batch_layouts([lay])
     mask = dense_attn_mask(mp, n, lens)[0]
     causal = torch.ones(n, n, dtype=torch.bool).tril()
@@ -372,9 +378,9 @@ def plot_attn_mask(
             ax.axhline(t - .5, color='k', lw=.5, alpha=.5); ax.axvline(t - .5, color='k', lw=.5, alpha=.5)
     _draw_strips(ax, lay)
     ax.set_xlabel('key j'); ax.set_ylabel('query i')
-    ax.set_title(f'Transfusion mask, n={n}', fontsize=10)
+    ax.set_title(f'Transfusion mask, n={n}')
     ax.spines[['left', 'bottom']].set_visible(False)
-    if legend: ax.legend(handles=_mask_handles() + _kind_handles(lay), fontsize=7, frameon=False,
+    if legend: ax.legend(handles=_mask_handles() + _kind_handles(lay), frameon=False,
                          loc='center left', bbox_to_anchor=(1.02, .5))
     return ax
 
@@ -455,7 +461,7 @@ def plot_block_map(
     from matplotlib.colors import ListedColormap
     _check_int('plot_block_map', 'block_size', block_size)
     lay = _as_layout(layout, markers)
-    if not exists(ax): _, ax = new_fig(size=4)
+    if not exists(ax): _, ax = new_fig(size=5.5)
     mp, lens, n = batch_layouts([lay])
     bmap = block_map(dense_attn_mask(mp, n, lens), block_size)[0]
     nb_i, nb_j = bmap.shape
@@ -466,7 +472,7 @@ def plot_block_map(
     _draw_strips(ax, lay)
     ax.set_xlim(right=nb_j * block_size - .5); ax.set_ylim(bottom=nb_i * block_size - .5)
     computed, total = int((bmap > 0).sum()), bmap.numel()
-    ax.set_title(f'blocks of {block_size}: {computed}/{total} computed ({computed / total:.0%}), {int((bmap == 2).sum())} full', fontsize=9)
+    ax.set_title(f'blocks of {block_size}: {computed}/{total} computed ({computed / total:.0%}), {int((bmap == 2).sum())} full')
     ax.set_xlabel(f'key j (tiles of {block_size})'); ax.set_ylabel(f'query i (tiles of {block_size})')
     ax.spines[['left', 'bottom']].set_visible(False)
     return ax
@@ -475,7 +481,7 @@ def plot_block_map(
 def rotary_positions(
     modality_positions: Tensor,  # (b, m, 3) = (type, offset, length)
     n: int,  # sequence length
-    validate: bool = True,  # check the spans first (`check_modality_positions`): a span outside [0, n) is an error, never clipped
+    validate: bool = True,  # check the spans first (check_modality_positions): a span outside [0, n) is an error, never clipped
 ) -> Tensor:
     "Positions for RoPE: all patches of an image share the position of its first patch; later tokens shift back. `(b, n)` long."
     ids = modality_ids(modality_positions, n, validate)  # (b, n)
@@ -491,7 +497,7 @@ def plot_rotary_positions(
 ):
     "Draw the rotary position of every token against its index, coloured by token kind."
     lay = _as_layout(layout, markers)
-    if not exists(ax): _, ax = new_fig(size=4)
+    if not exists(ax): _, ax = new_fig(figsize=(7, 4.5))
     mp, _, n = batch_layouts([lay])
     pos = rotary_positions(mp, n)[0]
     colors = _token_colors(lay)
@@ -499,8 +505,8 @@ def plot_rotary_positions(
     ax.step(range(lay.seq_len), pos[:lay.seq_len], where='mid', color='k', lw=.6)
     ax.scatter(range(lay.seq_len), pos[:lay.seq_len], c=colors[:lay.seq_len], edgecolors='k', linewidths=.4, s=22, zorder=3)
     ax.set_xlabel('token index t'); ax.set_ylabel('rotary position p')
-    ax.set_title(f'rotary positions 0..{int(pos[lay.seq_len - 1])} for {lay.seq_len} tokens', fontsize=9)
-    ax.legend(fontsize=7, frameon=False, loc='upper left')
+    ax.set_title(f'rotary positions 0..{int(pos[lay.seq_len - 1])} for {lay.seq_len} tokens')
+    ax.legend(frameon=False, loc='upper left')
     return ax
 
 # %% ../nbs/03_attention_masks.ipynb #291612d3
@@ -513,12 +519,12 @@ def plot_layout(
     "Mask, block tiles and rotary positions of one layout, side by side."
     _check_int('plot_layout', 'block_size', block_size)
     lay = _as_layout(layout, markers)
-    if not exists(axs): _, axs = new_fig(1, 3, size=3.3)
+    if not exists(axs): _, axs = new_fig(1, 3, size=3.6)
     plot_attn_mask(lay, block_size=block_size, legend=False, ax=axs[0])
     plot_block_map(lay, block_size=block_size, ax=axs[1])
     plot_rotary_positions(lay, ax=axs[2])
     fig = axs[0].figure
     for old in fig.legends: old.remove()  # redrawn frames of an animation reuse the figure
-    fig.legend(handles=_mask_handles() + _kind_handles(lay), loc='lower center', ncol=7, fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, .07, 1, 1))
+    fig.legend(handles=_mask_handles() + _kind_handles(lay), loc='lower center', ncol=4, frameon=False)
+    fig.tight_layout(rect=(0, .13, 1, 1))
     return axs
