@@ -43,7 +43,7 @@ DIGITS_GUIDANCE: float = 1.5  # classifier-free guidance scale of the samples an
 # %% ../nbs/12_digits.ipynb #1e73c057
 def digits_model(
     seed: int | None = 0,  # seeds the initial weights (None: leave the generators alone)
-    **overrides,  # `Transfusion` arguments that replace `DIGITS_MODEL`'s
+    **overrides,  # Transfusion arguments that replace DIGITS_MODEL's
 ) -> nn.Module:
     "The default `Transfusion` for the 8x8 digits (`DIGITS_MODEL`, with `overrides`), seeded."
     kwargs = {**DIGITS_MODEL, 'num_text_tokens': digits_tokenizer().vocab_size, **overrides}
@@ -70,8 +70,8 @@ def _mean_last(history: Sequence[Mapping], key: str, n: int = 50) -> float:
 # %% ../nbs/12_digits.ipynb #8b18c86e
 def resume_settings(
     ckpt: Mapping,  # the checkpoint of the run to continue
-    train_overrides: Mapping | None = None,  # `DIGITS_TRAIN` entries asked for now (only those given)
-    model_overrides: Mapping | None = None,  # `DIGITS_MODEL` entries asked for now (only those given)
+    train_overrides: Mapping | None = None,  # DIGITS_TRAIN entries asked for now (only those given)
+    model_overrides: Mapping | None = None,  # DIGITS_MODEL entries asked for now (only those given)
     seed: int | None = None,  # the seed asked for now; None: the checkpoint's
     names: Mapping[str, str] | None = None,  # how errors name each setting (the command passes its flags)
 ) -> TrainConfig:
@@ -88,10 +88,10 @@ def digits_trainer(
     out_dir: str | Path | None = None,  # the run folder (checkpoint, sample grids); None: write nothing
     seed: int | None = None,  # seeds the weights, the batches and the noise (None: 0, or the checkpoint's when resuming)
     progress: bool = True,  # show the progress bar
-    resume: bool = False,  # continue from out_dir/checkpoint.pt when it exists, with its settings (`resume_settings`)
-    model_overrides: Mapping | None = None,  # replace entries of `DIGITS_MODEL`
-    model: nn.Module | None = None,  # train this model instead of `digits_model(seed, **model_overrides)`
-    **train_overrides,  # replace entries of `DIGITS_TRAIN` (steps, batch_size, lr, ...)
+    resume: bool = False,  # continue from out_dir/checkpoint.pt when it exists, with its settings (resume_settings)
+    model_overrides: Mapping | None = None,  # replace entries of DIGITS_MODEL
+    model: nn.Module | None = None,  # train this model instead of digits_model(seed, **model_overrides)
+    **train_overrides,  # replace entries of DIGITS_TRAIN (steps, batch_size, lr, ...)
 ) -> Trainer:
     "The `Trainer` of the default run on the digits (with `<eos>` after closing captions), resumed when asked."
     rank, world, device = init_distributed()
@@ -145,9 +145,9 @@ def train_digits(
     evaluate: bool = True,  # score the trained model (notebook 11) and write samples.png, captions.png, metrics.json
     n_per_digit: int = 50,  # generated images per digit for the evaluation
     resume: bool = False,  # continue from out_dir/checkpoint.pt when it exists
-    model_overrides: Mapping | None = None,  # replace entries of `DIGITS_MODEL`
-    model: nn.Module | None = None,  # train this model instead of `digits_model(seed, **model_overrides)`
-    **train_overrides,  # replace entries of `DIGITS_TRAIN` (steps, batch_size, lr, ...)
+    model_overrides: Mapping | None = None,  # replace entries of DIGITS_MODEL
+    model: nn.Module | None = None,  # train this model instead of digits_model(seed, **model_overrides)
+    **train_overrides,  # replace entries of DIGITS_TRAIN (steps, batch_size, lr, ...)
 ) -> tuple[Trainer, dict]:
     "Train the default Transfusion on the 8x8 digits, write the run folder, evaluate; returns `(trainer, metrics)`."
     check_number('train_digits: n_per_digit', n_per_digit, lo=1, integer=True)
@@ -169,7 +169,7 @@ def train_digits(
 
 # %% ../nbs/12_digits.ipynb #79477587
 def load_trained(
-    path: str | Path,  # a checkpoint written by `transfusion-nb train` (or its run folder)
+    path: str | Path,  # a checkpoint written by transfusion-nb train (or its run folder)
     device: str | torch.device = 'cpu',  # where the model goes
     ema: bool = True,  # the EMA weights (what sampling should use), else the raw ones
 ) -> tuple[nn.Module, Any, dict]:
