@@ -132,7 +132,7 @@ def grid_specs(
 
 # %% ../nbs/13_ablations.ipynb #b8166f33
 def summarize(
-    results: Sequence[Mapping[str, Any]],  # `run_grid` output
+    results: Sequence[Mapping[str, Any]],  # run_grid output
     metrics: Sequence[str],  # which measurements
 ) -> dict[str, dict[str, tuple[float, float, list[float]]]]:
     "`{variant: {metric: (mean, std over seeds, values)}}`, variants in order of first appearance."
@@ -143,7 +143,7 @@ def summarize(
 
 # %% ../nbs/13_ablations.ipynb #9c6962f1
 def ablation_stats(
-    results: Sequence[Mapping[str, Any]] | Mapping[str, Any],  # `run_grid` output, or a recorded ablation (`record_ablation`, an entry of results/ablations.json)
+    results: Sequence[Mapping[str, Any]] | Mapping[str, Any],  # run_grid output, or a recorded ablation (record_ablation, an entry of results/ablations.json)
     metrics: Sequence[str],  # which measurements
 ) -> dict[str, dict[str, dict[str, Any]]]:
     "`{variant: {metric: {mean, std, n, values}}}` of fresh runs, or read from a record (`values` only where it kept them)."
@@ -158,7 +158,7 @@ def ablation_stats(
 
 # %% ../nbs/13_ablations.ipynb #22525549
 def ablation_table(
-    results: Sequence[Mapping[str, Any]] | Mapping[str, Any],  # `run_grid` output, or a recorded ablation
+    results: Sequence[Mapping[str, Any]] | Mapping[str, Any],  # run_grid output, or a recorded ablation
     metrics: Sequence[str],  # columns
     paper: Mapping[str, str] | None = None,  # variant -> the paper's number, as text
 ) -> str:
@@ -174,7 +174,7 @@ def ablation_table(
 
 # %% ../nbs/13_ablations.ipynb #a748c6db
 def plot_ablation(
-    results: Sequence[Mapping[str, Any]] | Mapping[str, Any],  # `run_grid` output, or a recorded ablation
+    results: Sequence[Mapping[str, Any]] | Mapping[str, Any],  # run_grid output, or a recorded ablation
     metrics: Sequence[str],  # one panel per metric
     title: str = '',  # figure title
     lower_is_better: Sequence[str] = ('frechet', 'uncond_frechet', 'final_text_loss', 'final_image_loss'),  # for the panel titles
@@ -182,20 +182,20 @@ def plot_ablation(
 ):
     "One panel per metric: the mean over seeds as a bar, the spread as an error bar, every seed as a dot (where known); returns the axes."
     s = ablation_stats(results, metrics)
-    if not exists(axs): _, axs = new_fig(1, len(metrics), figsize=(3.2 * len(metrics) + 0.6, 2.9), squeeze=False)
+    if not exists(axs): _, axs = new_fig(1, len(metrics), figsize=(max(6.4, 3.2 * len(metrics) + 0.6), 3.4), squeeze=False)
     axs = np.asarray(axs).ravel()
     names = list(s)
     for ax, k in zip(axs, metrics):
         for i, v in enumerate(names):
             d = s[v][k]
             ax.bar(i, d['mean'], color=f'C{i}', alpha=0.6, yerr=d['std'], capsize=3)
-            if d.get('values'): ax.plot([i] * len(d['values']), d['values'], 'k.', ms=4)
-        ax.set_xticks(range(len(names)), names, rotation=25, ha='right', fontsize=7)
-        ax.set_title(f'{k} ({"lower" if any(k.startswith(p) for p in lower_is_better) else "higher"} is better)', fontsize=8)
+            if d.get('values'): ax.plot([i] * len(d['values']), d['values'], 'k.', ms=5)
+        ax.set_xticks(range(len(names)), names, rotation=25, ha='right', fontsize=10)
+        ax.set_title(f'{k} ({"lower" if any(k.startswith(p) for p in lower_is_better) else "higher"} is better)', fontsize=10)
         seen = [x for v in names for x in s[v][k].get('values') or (s[v][k]['mean'] - s[v][k]['std'], s[v][k]['mean'] + s[v][k]['std'])]
         lo, hi = min(seen), max(seen)
         if lo > 0.5 and hi <= 1: ax.set_ylim(max(0, lo - 0.1), 1.01)
-    axs[0].figure.suptitle(title, fontsize=9)
+    axs[0].figure.suptitle(title, fontsize=11)
     axs[0].figure.tight_layout()
     return axs
 
@@ -221,7 +221,7 @@ def verdict(
 
 # %% ../nbs/13_ablations.ipynb #8227904f
 def compare_variants(
-    results: Sequence[Mapping[str, Any]] | Mapping[str, Any],  # `run_grid` output, or a recorded ablation
+    results: Sequence[Mapping[str, Any]] | Mapping[str, Any],  # run_grid output, or a recorded ablation
     metric: str,  # the measurement compared
     a: str,  # the variant the claim favours
     b: str,  # the variant it is compared with
@@ -239,7 +239,7 @@ def compare_variants(
 
 # %% ../nbs/13_ablations.ipynb #dcd43fe5
 def record_ablation(
-    results: Sequence[Mapping[str, Any]],  # `run_grid` output of one ablation
+    results: Sequence[Mapping[str, Any]],  # run_grid output of one ablation
     metrics: Sequence[str] | None = None,  # which measurements; default: every number in the results
 ) -> dict[str, Any]:
     "The numbers an ablation's verdicts rest on: `{'steps', 'seeds', 'variants': {variant: {metric: {mean, std, n, values}}}}`."
@@ -250,7 +250,7 @@ def record_ablation(
 
 # %% ../nbs/13_ablations.ipynb #701ce2da
 def check_verdicts(
-    record: Mapping[str, Any],  # one ablation's `record_ablation` (or the recorded JSON)
+    record: Mapping[str, Any],  # one ablation's record_ablation (or the recorded JSON)
     stated: Mapping[str, str],  # claim 'metric: a > b' or 'metric: a < b' -> 'shows', 'ahead' or 'not ahead'
 ) -> dict[str, dict[str, Any]]:
     "Recompute each claim's `verdict` from `record`, print it, and assert it is the verdict `stated`."
@@ -277,30 +277,30 @@ def plot_patch_sizes(
 ):
     "The metric against the patch size, one line per encoder, with the seed spread; returns the axes."
     s = ablation_stats(results, [metric])
-    if not exists(ax): _, ax = new_fig(1, 1, figsize=(4.2, 2.8))
+    if not exists(ax): _, ax = new_fig(1, 1, figsize=(6.4, 3.6))
     encs = sorted({v.split(' p=')[0] for v in s})
     for enc in encs:
         ps = sorted(int(v.split('p=')[1]) for v in s if v.startswith(enc + ' p='))
         m = [s[f'{enc} p={p}'][metric]['mean'] for p in ps]; sd = [s[f'{enc} p={p}'][metric]['std'] for p in ps]
         ax.errorbar(ps, m, yerr=sd, marker='o', capsize=3, label=enc)
     ax.set_xscale('log', base=2); ax.set_xticks(ps, [f'{p}x{p}' for p in ps])
-    ax.set_xlabel('patch size (pixels)'); ax.set_ylabel(metric); ax.legend(fontsize=8, frameon=False)
+    ax.set_xlabel('patch size (pixels)'); ax.set_ylabel(metric); ax.legend(frameon=False)
     ax.figure.tight_layout()
     return ax
 
 # %% ../nbs/13_ablations.ipynb #3d9b9fa5
 def plot_nfe(
-    results: Sequence[Mapping[str, Any]] | Mapping[str, Any],  # runs measured with `nfe`, or their record
+    results: Sequence[Mapping[str, Any]] | Mapping[str, Any],  # runs measured with nfe, or their record
     nfes: Sequence[int],  # the evaluation counts measured
     metric: str = 'frechet',  # 'frechet' or 'accuracy'
     ax=None,
 ):
     "The metric against the number of network evaluations, one line per variant, with the seed spread; returns the axes."
     s = ablation_stats(results, [f'{metric}@{n}' for n in nfes])
-    if not exists(ax): _, ax = new_fig(1, 1, figsize=(4.2, 2.8))
+    if not exists(ax): _, ax = new_fig(1, 1, figsize=(6.4, 3.6))
     for v, d in s.items():
         ax.errorbar(nfes, [d[f'{metric}@{n}']['mean'] for n in nfes], yerr=[d[f'{metric}@{n}']['std'] for n in nfes], marker='o', capsize=3, label=v)
     ax.set_xscale('log', base=2); ax.set_xticks(list(nfes), [str(n) for n in nfes])
-    ax.set_xlabel('network evaluations per image'); ax.set_ylabel(metric); ax.legend(fontsize=8, frameon=False)
+    ax.set_xlabel('network evaluations per image'); ax.set_ylabel(metric); ax.legend(frameon=False)
     ax.figure.tight_layout()
     return ax
