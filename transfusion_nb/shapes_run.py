@@ -52,7 +52,7 @@ SHAPES_GUIDANCE: float = 2.0  # classifier-free guidance scale of the samples an
 # %% ../nbs/16_shapes_transfusion.ipynb #9601c27d
 def shapes_model(
     seed: int | None = 0,  # seeds the initial weights (None: leave the generators alone)
-    **overrides,  # `Transfusion` arguments that replace `SHAPES_MODEL`'s
+    **overrides,  # Transfusion arguments that replace SHAPES_MODEL's
 ) -> nn.Module:
     "The default `Transfusion` of the shapes world (`SHAPES_MODEL`, with `overrides`), seeded."
     kwargs = {**SHAPES_MODEL, 'num_text_tokens': shapes_tokenizer().vocab_size, **overrides}
@@ -136,10 +136,10 @@ def shapes_trainer(
     seed: int | None = None,  # seeds the weights, the batches and the noise (None: 0, or the checkpoint's when resuming)
     progress: bool = True,  # show the progress bar
     resume: bool = False,  # continue from out_dir/checkpoint.pt when it exists, with its settings
-    model_overrides: Mapping | None = None,  # replace entries of `SHAPES_MODEL`
-    data_overrides: Mapping | None = None,  # replace entries of `SHAPES_DATA` (a resumed run keeps the checkpoint's)
-    vae: ShapesVAE | None = None,  # default: `shapes_vae()`
-    **train_overrides,  # replace entries of `SHAPES_TRAIN` (steps, batch_size, lr, ...)
+    model_overrides: Mapping | None = None,  # replace entries of SHAPES_MODEL
+    data_overrides: Mapping | None = None,  # replace entries of SHAPES_DATA (a resumed run keeps the checkpoint's)
+    vae: ShapesVAE | None = None,  # default: shapes_vae()
+    **train_overrides,  # replace entries of SHAPES_TRAIN (steps, batch_size, lr, ...)
 ) -> Trainer:
     "The `Trainer` of the shapes run: documents of VAE latents (`ShapesDocuments`), the U-Net Transfusion; resumed when asked."
     rank, world, device = init_distributed()
@@ -284,8 +284,8 @@ def _caption_and_edit_scores(model, tokenizer, vae, judge, n, seed, guidance_sca
 # %% ../nbs/16_shapes_transfusion.ipynb #c8049172
 def evaluate_shapes(
     model: nn.Module, tokenizer: WordTokenizer,
-    vae: ShapesVAE | None = None,  # default: `shapes_vae()`
-    judge: nn.Module | None = None,  # default: `shapes_judge()`
+    vae: ShapesVAE | None = None,  # default: shapes_vae()
+    judge: nn.Module | None = None,  # default: shapes_judge()
     n: int = 100,  # prompts per format for each kind
     guidance_scale: float = SHAPES_GUIDANCE,
     seed: int = 0,  # seeds the prompts and the noise
@@ -306,7 +306,7 @@ def evaluate_shapes(
 def plot_pictures(
     pictures: Sequence[Tensor | None],  # (3, y, x) each, in [-1, 1], of any sizes; None: an empty panel
     titles: Sequence[str] | None = None,  # one per picture (wrapped)
-    ncols: int = 6, size: float = 1.5,  # panels per row, inches per panel
+    ncols: int = 6, size: float = 2.1,  # panels per row, inches per panel
     axs=None,  # at least len(pictures) axes; a new figure when None
 ):
     "Pictures of mixed sizes in a grid, each under its wrapped title; returns the axes."
@@ -315,9 +315,9 @@ def plot_pictures(
     if len(flat) < len(pictures): raise ValueError(f'plot_pictures: {len(flat)} axes for {len(pictures)} pictures')
     for ax in flat: ax.set_axis_off()
     for k, (ax, p) in enumerate(zip(flat, pictures)):
-        t = textwrap.fill(titles[k], 24) if exists(titles) else None
-        if exists(p): show_images(p[None], titles=[t] if exists(t) else None, axs=[ax], title_size=6.5)
-        elif exists(t): ax.set_title(t + '\n(no picture)', fontsize=6.5)
+        t = textwrap.fill(titles[k], 22) if exists(titles) else None
+        if exists(p): show_images(p[None], titles=[t] if exists(t) else None, axs=[ax], title_size=10)
+        elif exists(t): ax.set_title(t + '\n(no picture)', fontsize=10)
     flat[0].figure.tight_layout()
     return axs
 
@@ -350,11 +350,11 @@ def train_shapes(
     evaluate: bool = True,  # judge the trained model and write samples.png, captions.png, edits.png, metrics.json
     eval_n: int = 100,  # evaluation prompts per format and kind
     resume: bool = False,  # continue from out_dir/checkpoint.pt when it exists
-    model_overrides: Mapping | None = None,  # replace entries of `SHAPES_MODEL`
-    data_overrides: Mapping | None = None,  # replace entries of `SHAPES_DATA`
-    vae: ShapesVAE | None = None,  # default: `shapes_vae()`
-    judge: nn.Module | None = None,  # default: `shapes_judge()`
-    **train_overrides,  # replace entries of `SHAPES_TRAIN` (steps, batch_size, lr, ...)
+    model_overrides: Mapping | None = None,  # replace entries of SHAPES_MODEL
+    data_overrides: Mapping | None = None,  # replace entries of SHAPES_DATA
+    vae: ShapesVAE | None = None,  # default: shapes_vae()
+    judge: nn.Module | None = None,  # default: shapes_judge()
+    **train_overrides,  # replace entries of SHAPES_TRAIN (steps, batch_size, lr, ...)
 ) -> tuple[Trainer, dict]:
     "Train Transfusion on VAE latents of the shapes world, write the run folder, evaluate; returns `(trainer, metrics)`."
     check_number('train_shapes: eval_n', eval_n, lo=1, integer=True)
@@ -379,9 +379,9 @@ def train_shapes(
 
 # %% ../nbs/16_shapes_transfusion.ipynb #0bbc9b59
 def load_shapes(
-    path: str | Path,  # a checkpoint written by `transfusion-nb train --data shapes` (or its run folder)
+    path: str | Path,  # a checkpoint written by transfusion-nb train --data shapes (or its run folder)
     device: str | torch.device = 'cpu',  # where the model goes
-    vae: ShapesVAE | None = None,  # default: `shapes_vae()`
+    vae: ShapesVAE | None = None,  # default: shapes_vae()
 ) -> tuple[nn.Module, WordTokenizer, dict, ShapesVAE]:
     "`(model, tokenizer, checkpoint, vae)` of a shapes run (EMA weights), refusing a checkpoint of another data set or VAE."
     model, tok, ckpt = load_trained(path, device)
@@ -451,7 +451,7 @@ class GenEvent:
     kind: str  # 'prompt' (a token or picture of the prompt), 'text', 'meta' (META or a shape character), 'boi', 'denoise', 'eoi', 'eos'
     name: str = ''  # what the token strip shows: the word, META, a shape character, BOI, EOI, <eos>; 'step i/n' while denoising
     latent: Tensor | None = None  # (c, y, x): a picture of the prompt, the x_t of a denoising step, the finished image (at EOI)
-    picture: Tensor | None = None  # `latent` made visible (see `trace_generation`'s `decode`), in [-1, 1]
+    picture: Tensor | None = None  # latent made visible (see trace_generation's decode), in [-1, 1]
 
 # %% ../nbs/16_shapes_transfusion.ipynb #158d6ff6
 def _token_event(model: nn.Module, t: int, tokenizer: WordTokenizer | None, kind: str | None = None) -> GenEvent:
@@ -463,10 +463,10 @@ def _token_event(model: nn.Module, t: int, tokenizer: WordTokenizer | None, kind
 @torch.no_grad()
 def trace_generation(
     model: nn.Module,  # a Transfusion with one modality type
-    prompt: list,  # one sample to continue: 1-D text ids and latents (c, y, x), as for `generate`
+    prompt: list,  # one sample to continue: 1-D text ids and latents (c, y, x), as for generate
     tokenizer: WordTokenizer | None = None,  # names the words (default: their ids)
     decode: Callable[[Tensor], Tensor] | None = None,  # latent (c, y, x) -> picture (1 or 3, Y, X) in [-1, 1]; None: the latent itself
-    max_tokens: int = 32, temperature: float = 0., eos_id: int | None = None,  # as in `generate`
+    max_tokens: int = 32, temperature: float = 0., eos_id: int | None = None,  # as in generate
     steps: int | None = None, guidance_scale: float = 1., generator: torch.Generator | None = None,
 ) -> list[GenEvent]:
     "`generate` for one row, every moment recorded: the prompt, each token, BOI, each denoising step, EOI, text again."
@@ -506,7 +506,7 @@ def _strip_cells(events: Sequence[GenEvent]) -> list[tuple[int, int, str, list[i
     return cells
 
 def plot_token_strip(
-    events: Sequence[GenEvent],  # from `trace_generation`
+    events: Sequence[GenEvent],  # from trace_generation
     upto: int | None = None,  # draw events[:upto + 1] and mark the last of them (None: all, none marked)
     ax=None,
 ):
@@ -514,13 +514,13 @@ def plot_token_strip(
     from matplotlib.patches import Rectangle
     cells, last = _strip_cells(events), default(upto, len(events) - 1)
     width = cells[-1][0] + cells[-1][1]
-    if ax is None: _, ax = new_fig(1, 1, figsize=(min(0.18 * width + 0.4, 16), 0.9))
+    if ax is None: _, ax = new_fig(1, 1, figsize=(min(0.22 * width + 0.4, 11), 1.1))
     for x, w, kind, idx in cells:
         if idx[0] > last: break
         now, e = exists(upto) and upto in idx, events[min(idx[-1], last)]
         ax.add_patch(Rectangle((x, 0), w, 1, facecolor=_STRIP_COLOURS[kind], edgecolor='C3' if now else 'white', lw=2 if now else 1, zorder=2 if now else 1))
         name = {'picture': 'picture', 'denoise': e.name.removeprefix('step ') if exists(upto) and e.kind == 'denoise' else 'image'}.get(kind, e.name)
-        ax.text(x + w / 2, 0.5, name, ha='center', va='center', fontsize=6.5, rotation=90 if len(name) > 2 and w == 1 else 0,
+        ax.text(x + w / 2, 0.5, name, ha='center', va='center', fontsize=10, rotation=90 if len(name) > 2 and w == 1 else 0,
                 color='white' if kind in ('boi', 'eoi') else 'black')
     ax.set(xlim=(0, width), ylim=(0, 1)); ax.set_axis_off()
     return ax
@@ -533,10 +533,10 @@ def latent_rgb(z: Tensor) -> Tensor:
 
 # %% ../nbs/16_shapes_transfusion.ipynb #c75984a9
 def plot_generation(
-    events: Sequence[GenEvent],  # from `trace_generation` (with pictures of 1 or 3 channels)
+    events: Sequence[GenEvent],  # from trace_generation (with pictures of 1 or 3 channels)
     frames: int = 6,  # denoising steps shown, evenly spread, the first and the last included
-    size: float = 1.1,  # inches per picture
-    axs=None,  # the strip's axes, then `frames` axes for the pictures; a new figure when None
+    size: float = 1.5,  # inches per picture
+    axs=None,  # the strip's axes, then frames axes for the pictures; a new figure when None
 ):
     "The timeline of one generation: the token strip on top, the denoising of its first image below, step by step."
     steps = [i for i, e in enumerate(events) if e.kind == 'denoise']
@@ -544,14 +544,14 @@ def plot_generation(
     pick = [steps[round(j * (len(steps) - 1) / max(frames - 1, 1))] for j in range(min(frames, len(steps)))]
     if axs is None:
         width = sum(_strip_cells(events)[-1][:2])
-        fig, grid = new_fig(2, frames, figsize=(max(frames * size, min(0.18 * width, 16)), 1.3 + size), gridspec_kw=dict(height_ratios=[1.2, size]))
+        fig, grid = new_fig(2, frames, figsize=(max(frames * size, min(0.22 * width, 11)), 1.8 + size), gridspec_kw=dict(height_ratios=[1.6, size]))
         for a in grid[0]: a.remove()
         axs = [fig.add_subplot(grid[0, 0].get_gridspec()[0, :]), *grid[1]]
     plot_token_strip(events, ax=axs[0])
-    axs[0].set_title('prompt (light), text written (grey), META and shape (blue), BOI and EOI (dark), the image (orange)', fontsize=8)
+    axs[0].set_title('prompt (light), text written (grey), META and shape (blue), BOI and EOI (dark), the image (orange)', fontsize=10)
     for a in axs[1:]: a.set_axis_off()
-    for a, i in zip(axs[1:], pick): show_images(events[i].picture[None], [events[i].name + (': EOI' if i == steps[-1] else '')], axs=[a], title_size=7)
-    if not pick: axs[1].set_title('(no image written)', fontsize=7)
+    for a, i in zip(axs[1:], pick): show_images(events[i].picture[None], [events[i].name + (': EOI' if i == steps[-1] else '')], axs=[a], title_size=10)
+    if not pick: axs[1].set_title('(no image written)', fontsize=10)
     return axs
 
 # %% ../nbs/16_shapes_transfusion.ipynb #37f8b382
@@ -565,8 +565,8 @@ _SAYS = {'prompt': 'the prompt', 'text': 'writes {!r}', 'meta': 'the image block
          'denoise': 'denoising, {}', 'eoi': 'EOI: the image stays in the context; text again', 'eos': '<eos>: done'}
 
 def plot_generation_step(
-    events: Sequence[GenEvent],  # from `trace_generation` (with pictures of 1 or 3 channels)
-    k: int,  # the frame: 0 the prompt, then one event each (`generation_frames`)
+    events: Sequence[GenEvent],  # from trace_generation (with pictures of 1 or 3 channels)
+    k: int,  # the frame: 0 the prompt, then one event each (generation_frames)
     axs=None,  # (strip axes, picture axes); a new figure when None
 ):
     "One frame of the step-through: the strip written so far (the newest cell marked) and the image as it is then."
@@ -574,31 +574,36 @@ def plot_generation_step(
     if not 0 <= k < len(frames): raise ValueError(f'plot_generation_step: frame {k} outside [0, {len(frames)})')
     i = frames[k]
     if axs is None:
-        w = min(0.18 * sum(_strip_cells(events)[-1][:2]), 14)
-        _, axs = new_fig(1, 2, figsize=(w + 1.4, 1.5), gridspec_kw=dict(width_ratios=[w, 1.4]))
+        w = min(0.22 * sum(_strip_cells(events)[-1][:2]), 9)
+        _, axs = new_fig(1, 2, figsize=(w + 2.4, 3.0), gridspec_kw=dict(width_ratios=[w, 2.4]))
     for a in axs: a.clear()
     plot_token_strip(events, upto=i, ax=axs[0])
-    axs[0].set_title(f'{k}: ' + _SAYS[events[i].kind].format(events[i].name), fontsize=8)
+    axs[0].set_title(f'{k}: ' + _SAYS[events[i].kind].format(events[i].name), fontsize=10)
     seen = [e for e in events[:i + 1] if exists(e.picture)]
-    if seen: show_images(seen[-1].picture[None], [seen[-1].name], axs=[axs[1]], title_size=7)
-    else: axs[1].set_axis_off(); axs[1].set_title('(no image yet)', fontsize=7)
+    if seen: show_images(seen[-1].picture[None], [seen[-1].name], axs=[axs[1]], title_size=10)
+    else: axs[1].set_axis_off(); axs[1].set_title('(no image yet)', fontsize=10)
     return axs
 
 # %% ../nbs/16_shapes_transfusion.ipynb #cbc8e31b
-def animate_generation(events: Sequence[GenEvent], interval: int = 350):
+def animate_generation(
+    events: Sequence[GenEvent],  # from trace_generation
+    interval: int = 350,  # milliseconds per frame
+    frames: Sequence[int] | None = None,  # the frames to show (numbers of plot_generation_step); None: all of them
+):
     "A `FuncAnimation` of `plot_generation_step`, frame after frame; its figure is closed (show `anim.to_jshtml()`)."
     import matplotlib.pyplot as plt
     from matplotlib.animation import FuncAnimation
-    axs = plot_generation_step(events, 0)
+    ks = list(frames) if exists(frames) else list(range(len(generation_frames(events))))
+    axs = plot_generation_step(events, ks[0])
     fig = axs[0].figure
-    anim = FuncAnimation(fig, lambda k: plot_generation_step(events, k, axs=axs), frames=len(generation_frames(events)), interval=interval)
+    anim = FuncAnimation(fig, lambda j: plot_generation_step(events, ks[j], axs=axs), frames=len(ks), interval=interval)
     plt.close(fig)
     return anim
 
 # %% ../nbs/16_shapes_transfusion.ipynb #25eb4cf4
 def shapes_prompt(
     text: str,  # a caption, with or without its opening 'a square|wide picture of'
-    fmt: str,  # the format when `text` names none: 'square' or 'wide'
+    fmt: str,  # the format when text names none: 'square' or 'wide'
     tokenizer: WordTokenizer,  # the run's tokenizer
 ) -> str:
     "The whole caption for `text` ('a <fmt> picture of ' in front unless it names the format); a ValueError for words or grammar it lacks."
@@ -613,33 +618,33 @@ def shapes_prompt(
 
 # %% ../nbs/16_shapes_transfusion.ipynb #143dc293
 def plot_text_to_image(
-    model: nn.Module, tokenizer: WordTokenizer, vae: ShapesVAE,  # a shapes run (`load_shapes`)
-    text: str = 'a large red circle at the top left',  # the caption (see `shapes_prompt`)
+    model: nn.Module, tokenizer: WordTokenizer, vae: ShapesVAE,  # a shapes run (load_shapes)
+    text: str = 'a large red circle at the top left',  # the caption (see shapes_prompt)
     fmt: str = 'square',  # 'square' or 'wide', when the caption names no format
     guidance_scale: float = SHAPES_GUIDANCE, seed: int = 0,  # classifier-free guidance w; seeds the noise
     steps: int | None = None,  # sampler steps (default: the model's)
     axs=None,  # two axes: the latent, the picture
 ):
     "The latent `model` writes for a caption (the shape tokens included) and its picture; a caption it cannot read shows why, as text."
-    if axs is None: _, axs = new_fig(1, 2, figsize=(4.6, 2.5))
+    if axs is None: _, axs = new_fig(1, 2, figsize=(7.6, 4.4))
     for a in axs: a.set_axis_off()
     try: full = shapes_prompt(text, fmt, tokenizer)
     except ValueError as e:
-        axs[0].set_title('cannot draw this caption', fontsize=8, color='C3')
-        axs[0].text(0, 1, textwrap.fill(str(e), 90), va='top', fontsize=7, transform=axs[0].transAxes)
+        axs[0].set_title('cannot draw this caption', fontsize=10, color='C3')
+        axs[0].text(0, 1, textwrap.fill(str(e), 60), va='top', fontsize=10, transform=axs[0].transAxes)
         return axs
     with seeded(seed) as g: z = text_to_image(model, tokenizer, [full], guidance_scale, steps, g)[0]
-    axs[0].figure.suptitle(f'{full}\nw = {guidance_scale:g}, seed {seed}', fontsize=8)
-    if z is None: axs[0].text(0, 0.5, 'the model wrote no picture (no BOI within 7 tokens)', fontsize=8, transform=axs[0].transAxes); return axs
-    show_images(latent_rgb(z)[None], [f'latent {tuple(z.shape)}'], axs=axs[:1], title_size=7)
-    show_images(decode_latents(vae, z[None]), ['picture'], axs=axs[1:], title_size=7)
+    axs[0].figure.suptitle(f'{full}\nw = {guidance_scale:g}, seed {seed}', fontsize=10)
+    if z is None: axs[0].text(0, 0.5, 'the model wrote no picture (no BOI within 7 tokens)', fontsize=10, transform=axs[0].transAxes); return axs
+    show_images(latent_rgb(z)[None], [f'latent {tuple(z.shape)}'], axs=axs[:1], title_size=10)
+    show_images(decode_latents(vae, z[None]), ['picture'], axs=axs[1:], title_size=10)
     return axs
 
 # %% ../nbs/16_shapes_transfusion.ipynb #2cb89188
 def demo_model(
-    fallback: tuple,  # `(model, tokenizer, vae)` to draw with when no trained run can be used
+    fallback: tuple,  # (model, tokenizer, vae) to draw with when no trained run can be used
     runs: Sequence[str | Path] = ('runs/shapes', '../runs/shapes'),  # run folders to try, in order
-    vae: ShapesVAE | None = None,  # the VAE of the runs (default: the cached `shapes_vae()`, used only when cached)
+    vae: ShapesVAE | None = None,  # the VAE of the runs (default: the cached shapes_vae(), used only when cached)
 ) -> tuple[nn.Module, WordTokenizer, ShapesVAE, str]:
     "`(model, tokenizer, vae, note)`: the first stored run of `runs` that loads, else `fallback`; the note says which draws."
     why = 'no trained shapes run is stored (`transfusion-nb train --data shapes` writes runs/shapes)'
