@@ -293,11 +293,11 @@ def collate_samples(batch: Sequence[list[Tensor]]) -> list[list[Tensor]]:
 
 # %% ../nbs/09_data.ipynb #20252419
 def sample_loader(
-    ds: Dataset,  # a data set of samples, e.g. `CaptionedImages`
+    ds: Dataset,  # a data set of samples, e.g. CaptionedImages
     batch_size: int = 32,  # samples per batch
     shuffle: bool = True,  # reshuffle every epoch (with the loader's own seeded generator)
     seed: int = 0,  # seed of the shuffling generator
-    **kwargs,  # passed to `DataLoader` (drop_last, num_workers, sampler, ...)
+    **kwargs,  # passed to DataLoader (drop_last, num_workers, sampler, ...)
 ) -> DataLoader:
     "A DataLoader that yields lists of samples (`collate_samples`), shuffled reproducibly."
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -335,7 +335,8 @@ def plot_samples(
     idxs = range(start, min(start + n, len(ds)))
     samples = [ds[i] for i in idxs]
     images = torch.stack([next(t for t in s if t.dtype != torch.long) for s in samples])
-    axs = show_images(images, [sample_title(s, ds.tokenizer) for s in samples], ncols=ncols, size=1.2, axs=axs)
+    if axs is None: _, axs = new_fig(-(-len(samples) // ncols), ncols, size=1.1, squeeze=False, dpi=90)  # 8 across: about 800 px wide
+    axs = show_images(images, [sample_title(s, ds.tokenizer) for s in samples], ncols=ncols, title_size=10, axs=axs)
     axs.flat[0].figure.tight_layout(pad=0.2, h_pad=0.9)
     return axs
 
@@ -346,17 +347,17 @@ def plot_class_balance(
     ax=None,  # draw into this axes, else a new figure
 ):
     "Bar chart of examples per class in each data set, with each class's share in the title; returns the axes."
-    if not exists(ax): _, ax = new_fig(1, 1, size=3., figsize=(7, 2.6))
+    if not exists(ax): _, ax = new_fig(1, 1, size=3., figsize=(7.5, 3))
     classes = datasets[0].classes
     width = 0.8 / len(datasets)
     for k, (ds, name) in enumerate(zip(datasets, names)):
         counts = torch.bincount(ds.labels, minlength=len(classes)).numpy()
         ax.bar(np.arange(len(classes)) + (k - (len(datasets) - 1) / 2) * width, counts, width, label=f'{name} ({len(ds)})')
-    ax.set_xticks(np.arange(len(classes)), classes, rotation=30, fontsize=8)
+    ax.set_xticks(np.arange(len(classes)), classes, rotation=30)
     ax.set_ylim(0, ax.get_ylim()[1] * 1.25)
-    ax.set_ylabel('examples'); ax.legend(fontsize=8, loc='upper center', ncol=len(datasets), frameon=False)
+    ax.set_ylabel('examples'); ax.legend(loc='upper center', ncol=len(datasets), frameon=False)
     total = sum(len(ds) for ds in datasets)
-    ax.set_title('examples per class; ' + ', '.join(f'{n} {len(ds) / total:.0%}' for ds, n in zip(datasets, names)), fontsize=9)
+    ax.set_title('examples per class; ' + ', '.join(f'{n} {len(ds) / total:.0%}' for ds, n in zip(datasets, names)))
     ax.figure.tight_layout()
     return ax
 
@@ -423,7 +424,7 @@ def from_pairs(
     pairs: Iterable[tuple[str, Any]],  # (caption, image) with image (h, w) or (c, h, w), tensor or array
     value_range: tuple[float, float] = (-1., 1.),  # the images' pixel range, mapped to [-1, 1]
     tokenizer: WordTokenizer | None = None,  # default: built from the captions
-    **kwargs,  # passed to `CaptionedImages` (p_text_to_image, seed, append_eos, classes)
+    **kwargs,  # passed to CaptionedImages (p_text_to_image, seed, append_eos, classes)
 ) -> CaptionedImages:
     "Captioned images from your own `(caption, image)` pairs, checked, scaled from `value_range` to [-1, 1]."
     lo, hi = value_range
