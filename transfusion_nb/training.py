@@ -51,13 +51,13 @@ def plot_lr_schedule(
     ax=None,  # draw into this axes, else a new figure
 ):
     "The learning rate of every step, with the warm-up shaded; returns the axes."
-    if not exists(ax): _, ax = new_fig(1, 1, figsize=(5, 2.4))
+    if not exists(ax): _, ax = new_fig(1, 1, figsize=(6.5, 2.8))
     s = np.arange(total_steps)
     ax.plot(s, [lr * lr_factor(int(k), total_steps, warmup_steps, min_ratio) for k in s])
     ax.axvspan(0, warmup_steps, color='tab:orange', alpha=0.15, label=f'warm-up W={warmup_steps}')
     ax.axhline(lr * min_ratio, color='gray', ls=':', lw=1, label=f'floor r·η = {min_ratio:g}·η')
-    ax.set_xlabel('step s'); ax.set_ylabel('learning rate'); ax.legend(fontsize=8, frameon=False)
-    ax.set_title(f'warm-up then cosine decay, η = {lr:g}, T = {total_steps}', fontsize=9)
+    ax.set_xlabel('step s'); ax.set_ylabel('learning rate'); ax.legend(frameon=False)
+    ax.set_title(f'warm-up then cosine decay, η = {lr:g}, T = {total_steps}')
     ax.figure.tight_layout()
     return ax
 
@@ -104,7 +104,7 @@ def plot_ema(
     ax=None,
 ):
     "A noisy weight trajectory (a decaying target plus noise) and its EMA; returns the axes."
-    if not exists(ax): _, ax = new_fig(1, 1, figsize=(5, 2.4))
+    if not exists(ax): _, ax = new_fig(1, 1, figsize=(6.5, 2.8))
     g = torch.Generator().manual_seed(seed)
     target = 2 * torch.exp(-torch.arange(steps) / (steps / 4))
     raw = target + 0.3 * torch.randn(steps, generator=g)
@@ -117,7 +117,7 @@ def plot_ema(
     ax.plot(raw, lw=0.7, alpha=0.5, label='live weight θ')
     ax.plot(target, 'k:', lw=1, label='where the noise is centred')
     ax.plot(avg, lw=1.8, label=f'EMA θ̄ (β={beta}, warm-up {"on" if warmup else "off"})')
-    ax.set_xlabel('step'); ax.legend(fontsize=7, frameon=False); ax.figure.tight_layout()
+    ax.set_xlabel('step'); ax.legend(frameon=False); ax.figure.tight_layout()
     return ax
 
 # %% ../nbs/10_training.ipynb #df25aed8
@@ -127,7 +127,8 @@ def epoch_permutation(n: int, epoch: int, seed: int = 0) -> Tensor:
     return torch.randperm(n, generator=g)
 
 # %% ../nbs/10_training.ipynb #4fe7d613
-class MicroBatch(NamedTuple):
+@dataclass(frozen=True)
+class MicroBatch:
     "A part of a step's global batch that one forward/backward pass computes."
     index: int  # j, the micro-batch's position in the global batch (0 .. world * micro_batches - 1)
     seed: int  # what the global generator is seeded with before its forward pass
@@ -329,7 +330,7 @@ class TrainConfig:
     lr: float = 1e-3  # η, the peak learning rate
     betas: tuple[float, float] = (0.9, 0.99)  # AdamW's β1, β2
     weight_decay: float = 0.01  # AdamW's decoupled weight decay (matrices only)
-    warmup_steps: int = 100  # W
+    warmup_steps: int = 100  # W, steps of linear warm-up
     min_lr_ratio: float = 0.1  # r, the final learning rate as a fraction of η
     grad_clip: float | None = 1.0  # clip the global gradient norm to this; None: no clipping
     ema_beta: float = 0.999  # β of the EMA
@@ -541,7 +542,7 @@ RESUMABLE: tuple[str, ...] = ('steps', 'micro_batches', 'log_every', 'sample_eve
 
 # %% ../nbs/10_training.ipynb #2e2f4457
 def resumed_config(
-    saved: Mapping,  # the checkpoint's `config`: a dict of `TrainConfig` fields
+    saved: Mapping,  # the checkpoint's config: a dict of TrainConfig fields
     given: Mapping | None = None,  # settings asked for now; those not given keep the saved value
     step: int = 0,  # the step the checkpoint reached: `steps` may not fall below it
     names: Mapping[str, str] | None = None,  # how errors name each setting (a command passes its flags)
@@ -564,8 +565,8 @@ def resume(cls,
     path: str | Path | Mapping,  # a checkpoint, a run folder holding checkpoint.pt, or a checkpoint already loaded
     model: nn.Module,  # a fresh model of the checkpoint's configuration
     data: Any,  # the same data set
-    config: TrainConfig | Mapping | None = None,  # default: the checkpoint's; see `resumed_config` for what may differ
-    **kwargs,  # passed to `Trainer`
+    config: TrainConfig | Mapping | None = None,  # default: the checkpoint's; see resumed_config for what may differ
+    **kwargs,  # passed to Trainer
 ) -> Trainer:
     "A trainer that continues the run saved at `path`."
     ckpt = path if isinstance(path, Mapping) else load_checkpoint(path)
@@ -604,7 +605,7 @@ def plot_history(
     ax=None,  # draw into this axes, else a new figure
 ):
     "Text and image losses per step (moving average, log scale) and the learning rate; returns the axes."
-    if not exists(ax): _, ax = new_fig(1, 1, figsize=(5.5, 2.6))
+    if not exists(ax): _, ax = new_fig(1, 1, figsize=(7, 3))
     steps, lows = np.array([h['step'] for h in history]), []
     for k, c in (('text', 'tab:blue'), ('image', 'tab:orange')):
         v = np.array([h[k] for h in history], dtype=float)
@@ -619,9 +620,9 @@ def plot_history(
     if lows: ax.set_ylim(bottom=min(lows) / 4)  # single steps can dip far below the average: keep the averages readable
     lr_ax = ax.twinx()
     lr_ax.plot(steps, [h['lr'] for h in history], color='gray', ls=':', lw=1)
-    lr_ax.set_ylabel('learning rate (dotted)', color='gray', fontsize=8); lr_ax.tick_params(labelsize=7, colors='gray')
+    lr_ax.set_ylabel('learning rate (dotted)', color='gray'); lr_ax.tick_params(colors='gray')
     lr_ax.spines['right'].set_visible(True)
-    ax.legend(fontsize=8, frameon=False, loc='upper center', ncol=2)
+    ax.legend(frameon=False, loc='upper center', ncol=2)
     ax.figure.tight_layout()
     return ax
 
