@@ -65,16 +65,16 @@ def plot_confusion(
     n, m = cm.shape
     classes = list(default(classes, lambda: [str(k) for k in range(n)]))
     cols = classes + ['other'] * (m - n)
-    if not exists(ax): _, ax = new_fig(1, 1, size=3.6)
+    if not exists(ax): _, ax = new_fig(1, 1, size=6.8)
     share = (cm / cm.sum(1, keepdim=True).clamp(min=1)).numpy()
     ax.imshow(share, cmap='Blues', vmin=0, vmax=1)
     for i in range(n):
         for j in range(m):
-            if cm[i, j]: ax.text(j, i, int(cm[i, j]), ha='center', va='center', fontsize=7, color='white' if share[i, j] > .5 else 'black')
-    ax.set_xticks(range(m), cols, rotation=60, fontsize=7); ax.set_yticks(range(n), classes, fontsize=7)
+            if cm[i, j]: ax.text(j, i, int(cm[i, j]), ha='center', va='center', color='white' if share[i, j] > .5 else 'black')
+    ax.set_xticks(range(m), cols, rotation=60); ax.set_yticks(range(n), classes)
     ax.set_xlabel('judged / predicted'); ax.set_ylabel('true / requested')
     acc = cm[:, :n].trace().item() / max(cm.sum().item(), 1)
-    ax.set_title(f'{title}{": " if title else ""}accuracy {acc:.3f}', fontsize=9)
+    ax.set_title(f'{title}{": " if title else ""}accuracy {acc:.3f}')
     return ax
 
 # %% ../nbs/11_evaluation.ipynb #1a0aa054
@@ -156,20 +156,20 @@ def diversity_by_digit(
 
 # %% ../nbs/11_evaluation.ipynb #c89f28a1
 def plot_diversity(
-    diversity: Mapping[int, Mapping[str, float]],  # `diversity_by_digit` output (one or more named columns)
+    diversity: Mapping[int, Mapping[str, float]],  # diversity_by_digit output (one or more named columns)
     title: str = '',  # figure title
     ax=None,  # draw into this axes, else a new figure
 ):
     "Bar chart of mean pairwise distance per digit, one bar per column ('generated', 'real', ...); returns the axes."
-    if not exists(ax): _, ax = new_fig(1, 1, figsize=(6.5, 2.4))
+    if not exists(ax): _, ax = new_fig(1, 1, figsize=(8, 3.2))
     digits = list(diversity)
     names = list(next(iter(diversity.values())))
     width = 0.8 / len(names)
     for k, name in enumerate(names):
         ax.bar(np.arange(len(digits)) + (k - (len(names) - 1) / 2) * width, [diversity[d][name] for d in digits], width, label=name)
-    ax.set_xticks(range(len(digits)), [DIGIT_WORDS[d] for d in digits], fontsize=8)
-    ax.set_ylabel('mean pairwise distance', fontsize=8); ax.legend(fontsize=7, ncol=len(names), frameon=False, loc='upper center')
-    ax.set_ylim(0, ax.get_ylim()[1] * 1.2); ax.set_title(title, fontsize=9)
+    ax.set_xticks(range(len(digits)), [DIGIT_WORDS[d] for d in digits])
+    ax.set_ylabel('mean pairwise distance'); ax.legend(ncol=len(names), frameon=False, loc='upper center')
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.2); ax.set_title(title)
     ax.figure.tight_layout()
     return ax
 
@@ -234,20 +234,20 @@ def plot_frechet_floor(
     ax=None,  # draw into this axes, else a new figure
 ):
     "The Fréchet floor (real train vs test) against the number of images per digit, with measured points marked; returns the axes."
-    if not exists(ax): _, ax = new_fig(1, 1, figsize=(5, 2.8))
+    if not exists(ax): _, ax = new_fig(1, 1, figsize=(6.4, 3))
     ax.plot(ns, [frechet_floor(n, draws) for n in ns], 'o-', label='real train images vs test split')
     ax.axhline(frechet_floor(), color='gray', ls='--', lw=1, label=f'whole train split: {frechet_floor():.3f}')
     for name, (n, fd) in default(measured, {}).items(): ax.plot([n], [fd], '*', ms=11, label=f'{name}: {fd:.3f}')
     ax.set_xscale('log', base=2); ax.set_yscale('log')
     ax.set_xlabel('images per digit'); ax.set_ylabel('Fréchet distance ([0, 1] pixels)')
-    ax.legend(fontsize=7, frameon=False); ax.set_title('the floor depends on the sample size', fontsize=9)
+    ax.legend(frameon=False); ax.set_title('the floor depends on the sample size')
     ax.figure.tight_layout()
     return ax
 
 # %% ../nbs/11_evaluation.ipynb #37831604
 def score_text_to_image(
     images_by_digit: Mapping[int, Tensor],  # digit asked for -> generated images (b, 1, 8, 8) in [-1, 1]
-    judge: DigitJudge | None = None,  # default: `digits_judge()`
+    judge: DigitJudge | None = None,  # default: digits_judge()
     reference: tuple[Tensor, Tensor] | None = None,  # real (images, labels); default: the digits test split
     seed: int = 0,  # seed of the floor's random draws
 ) -> dict[str, Any]:
@@ -284,23 +284,23 @@ def summarize_text_to_image(scores: Mapping[str, Any]) -> str:
 # %% ../nbs/11_evaluation.ipynb #327eea55
 def plot_judged(
     images_by_digit: Mapping[int, Tensor],  # digit asked for -> images (b, 1, 8, 8) in [-1, 1]
-    judge: DigitJudge | None = None,  # default: `digits_judge()`
+    judge: DigitJudge | None = None,  # default: digits_judge()
     ncols: int = 8,  # images shown per digit
     axs=None,  # (digits, ncols) axes to draw into, else a new figure
 ):
     "One row per requested digit, the judge's label above each image (red when it differs); returns the axes."
     by_digit = _check_by_digit(images_by_digit, 'plot_judged')
     judge = default(judge, digits_judge)
-    h = 0.75 * len(by_digit) + 0.35  # figure height (inches): the rows and room for the title
+    h = 0.85 * len(by_digit) + 0.45  # figure height (inches): the rows and room for the title
     if not exists(axs):
-        fig, axs = new_fig(len(by_digit), ncols, figsize=(0.6 * ncols + 0.6, h), squeeze=False)
-        fig.subplots_adjust(left=0.1, right=0.98, bottom=0.02, top=1 - 0.45 / h, hspace=0.5)
+        fig, axs = new_fig(len(by_digit), ncols, figsize=(0.7 * ncols + 1.2, h), squeeze=False, dpi=85)  # 85 dpi: 10 pt reads at 12 px
+        fig.subplots_adjust(left=0.14, right=0.98, bottom=0.02, top=1 - 0.45 / h, hspace=0.5)
     for row, (d, x) in zip(axs, by_digit.items()):
         seen = judge(x[:ncols]).tolist()
-        show_images(x[:ncols], titles=[str(j) for j in seen], axs=row, title_size=7)
+        show_images(x[:ncols], titles=[str(j) for j in seen], axs=row, title_size=10)
         for ax, j in zip(row, seen): ax.title.set_color('black' if j == d else 'red')
-        row[0].text(-0.25, 0.5, DIGIT_WORDS[d], transform=row[0].transAxes, ha='right', va='center', fontsize=7)
-    axs[0][0].figure.suptitle("requested digit (rows); the judge's reading above each image", fontsize=8, y=1 - 0.06 / h)
+        row[0].text(-0.25, 0.5, DIGIT_WORDS[d], transform=row[0].transAxes, ha='right', va='center')
+    axs[0][0].figure.suptitle("requested digit (rows); the judge's reading above each image", y=1 - 0.06 / h)
     return axs
 
 # %% ../nbs/11_evaluation.ipynb #7a9323b2
@@ -343,8 +343,8 @@ def _batched(items: Sequence, size: int):
     for i in range(0, len(items), size): yield items[i:i + size]
 
 def generate_digits(
-    model: Any,  # has `generate_images(prompts, steps=, guidance_scale=, generator=)`
-    tokenizer: WordTokenizer | None = None,  # default: `digits_tokenizer()`
+    model: Any,  # has generate_images(prompts, steps=, guidance_scale=, generator=)
+    tokenizer: WordTokenizer | None = None,  # default: digits_tokenizer()
     n_per_digit: int = 8,  # images per digit
     digits: Sequence[int] = range(10),  # which digits to ask for
     steps: int | None = None,  # sampler steps (None: the model's default)
@@ -371,9 +371,9 @@ def generate_digits(
 
 # %% ../nbs/11_evaluation.ipynb #ce1ddb4c
 def caption_digits(
-    model: Any,  # has `caption(images, max_tokens=, eos_id=)` returning token ids
+    model: Any,  # has caption(images, max_tokens=, eos_id=) returning token ids
     images: Tensor,  # (b, 1, 8, 8) in [-1, 1]
-    tokenizer: WordTokenizer | None = None,  # default: `digits_tokenizer()`
+    tokenizer: WordTokenizer | None = None,  # default: digits_tokenizer()
     max_tokens: int = 4,  # tokens per caption at most
     batch_size: int = 500,  # images captioned at once
 ) -> list[str]:
@@ -396,13 +396,13 @@ def caption_digits(
 # %% ../nbs/11_evaluation.ipynb #e0e875b1
 def evaluate_digits(
     model: Any,  # a trained model (generate_images, caption)
-    tokenizer: WordTokenizer | None = None,  # default: `digits_tokenizer()`
+    tokenizer: WordTokenizer | None = None,  # default: digits_tokenizer()
     n_per_digit: int = 50,  # generated images per digit
     steps: int | None = None,  # sampler steps
     guidance_scale: float = 1.,  # classifier-free guidance scale
     seed: int = 0,  # seeds the noise
     test: tuple[Tensor, Tensor] | None = None,  # (images, labels) to caption; default: the digits test split
-    judge: DigitJudge | None = None,  # default: `digits_judge()`
+    judge: DigitJudge | None = None,  # default: digits_judge()
 ) -> dict[str, Any]:
     "Text-to-image scores (`score_text_to_image`) and captioning scores (`score_captions`) of `model`, with the judge's own accuracy."
     judge = default(judge, digits_judge)
@@ -428,11 +428,11 @@ def metrics_summary(ev: Mapping[str, Any]) -> dict[str, Any]:
 def guidance_sweep(
     model: Any,  # a trained model (generate_images)
     scales: Sequence[float] = (1., 1.5, 2., 3., 5.),  # guidance scales w to try
-    tokenizer: WordTokenizer | None = None,  # default: `digits_tokenizer()`
+    tokenizer: WordTokenizer | None = None,  # default: digits_tokenizer()
     n_per_digit: int = 20,  # generated images per digit and scale
     steps: int | None = None,  # sampler steps
     seed: int = 0,  # the same noise at every scale
-    judge: DigitJudge | None = None,  # default: `digits_judge()`
+    judge: DigitJudge | None = None,  # default: digits_judge()
 ) -> list[dict[str, float]]:
     "Text-to-image accuracy, diversity ratio and Fréchet distance (with its floor) at each guidance scale."
     rows = []
@@ -444,12 +444,12 @@ def guidance_sweep(
 
 # %% ../nbs/11_evaluation.ipynb #84a15f6f
 def plot_guidance_sweep(
-    rows: Sequence[Mapping[str, float]],  # `guidance_sweep` output
+    rows: Sequence[Mapping[str, float]],  # guidance_sweep output
     title: str = '',  # figure title
     ax=None,  # draw into this axes, else a new figure
 ):
     "Accuracy (left axis) and diversity ratio (right axis) against the guidance scale; returns the left axes."
-    if not exists(ax): _, ax = new_fig(1, 1, figsize=(5, 2.8))
+    if not exists(ax): _, ax = new_fig(1, 1, figsize=(6.4, 3))
     w = [r['guidance_scale'] for r in rows]
     ax.plot(w, [r['accuracy'] for r in rows], 'o-', color='tab:blue', label='text-to-image accuracy')
     ax.set_xlabel('guidance scale w'); ax.set_ylabel('accuracy (judge)', color='tab:blue')
@@ -460,7 +460,7 @@ def plot_guidance_sweep(
     ax2.set_ylabel('diversity ratio', color='tab:orange'); ax2.spines['right'].set_visible(True)
     ax2.set_ylim(0, max(1.2, max(r['diversity_ratio'] for r in rows) * 1.1))
     lines = ax.get_lines()[:1] + ax2.get_lines()[:1]
-    ax.legend(lines, [l.get_label() for l in lines], fontsize=7, frameon=False, loc='lower left')
-    ax.set_title(title or 'guidance: accuracy vs diversity', fontsize=9)
+    ax.legend(lines, [l.get_label() for l in lines], frameon=False, loc='lower left')
+    ax.set_title(title or 'guidance: accuracy vs diversity')
     ax.figure.tight_layout()
     return ax
