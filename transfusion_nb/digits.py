@@ -62,6 +62,7 @@ def _digits_sample_fn(tokenizer: WordTokenizer):
         return images.clamp(-1, 1), list(DIGIT_WORDS)
     return sample
 
+# %% ../nbs/12_digits.ipynb #1b7fc192
 def _mean_last(history: Sequence[Mapping], key: str, n: int = 50) -> float:
     "The mean of the finite values of `key` over the last `n` steps."
     v = [h[key] for h in history[-n:] if math.isfinite(h[key])]
