@@ -96,6 +96,7 @@ def _source_hash() -> str:
         if p.name not in ('_modidx.py', 'cli.py'): h.update(p.name.encode() + p.read_bytes())
     return h.hexdigest()[:16]
 
+# %% ../nbs/13_ablations.ipynb #fd75d7e6
 def run_grid(
     specs: Sequence[Mapping[str, Any]],  # one spec per run
     workers: int | None = None,  # parallel processes (default: the CPU count, at most one per run)
