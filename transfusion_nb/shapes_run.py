@@ -75,6 +75,7 @@ def _encode_scenes(vae: ShapesVAE, scenes: Sequence[Scene], batch: int = 500) ->
     "Scaled VAE latents `(b, c, y, x)` of scenes of one format, encoded in batches."
     return torch.cat([encode_latents(vae, render(scenes[i:i + batch])) for i in range(0, len(scenes), batch)])
 
+# %% ../nbs/16_shapes_transfusion.ipynb #e8edd883
 class ShapesDocuments:
     "Documents from VAE latents: caption -> image, image -> caption <eos>, image -> instruction -> image; kinds drawn per epoch."
     kinds = ('text_to_image', 'caption', 'edit')
@@ -328,6 +329,7 @@ def _save(axs, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True); fig.savefig(path, dpi=80); plt.close(fig)
     return path
 
+# %% ../nbs/16_shapes_transfusion.ipynb #54f5d642
 def write_run_grids(out: Path, vae: ShapesVAE, made: Mapping, k: int = 12) -> list[Path]:
     "samples.png (text-to-image), captions.png (pictures under the captions the model wrote), edits.png (before, after) in `out`."
     pick = lambda n: list(range(0, n, max(1, n // k)))[:k]  # spread over both formats
@@ -460,6 +462,7 @@ def _token_event(model: nn.Module, t: int, tokenizer: WordTokenizer | None, kind
     if t < voc.num_text: return GenEvent(kind or 'text', tokenizer.itos[t] if exists(tokenizer) else str(t))
     return GenEvent(kind or ('boi' if exists(voc.boi_type(t)) else 'eoi' if t < voc.meta else 'meta'), voc.name(t))
 
+# %% ../nbs/16_shapes_transfusion.ipynb #2aabe43c
 @torch.no_grad()
 def trace_generation(
     model: nn.Module,  # a Transfusion with one modality type
@@ -505,6 +508,7 @@ def _strip_cells(events: Sequence[GenEvent]) -> list[tuple[int, int, str, list[i
         cells.append((x, w, kind, [i])); x += w
     return cells
 
+# %% ../nbs/16_shapes_transfusion.ipynb #aca0280c
 def plot_token_strip(
     events: Sequence[GenEvent],  # from trace_generation
     upto: int | None = None,  # draw events[:upto + 1] and mark the last of them (None: all, none marked)
