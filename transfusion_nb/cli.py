@@ -465,6 +465,15 @@ def _readme_cells(nb: dict) -> list[dict]:
         cells.append(cell)
     return cells
 
+# %% ../nbs/90_cli.ipynb #9c8ee983
+def _page_links(md: str, nbs_dir: Path, out_dir: Path) -> str:
+    "Links to docs pages (`02_x.html`) that the notebooks folder has as notebooks become links to the notebooks, relative to `out_dir`."
+    def repl(m):
+        target = Path(nbs_dir) / (m.group(2) + '.ipynb')
+        if not target.exists(): return m.group(0)
+        return f'{m.group(1)}({Path(os.path.relpath(target, out_dir)).as_posix()}{m.group(3) or ""})'
+    return re.sub(r'(\[[^\]]*\])\(([\w-]+)\.html(#[\w-]+)?\)', repl, md)
+
 # %% ../nbs/90_cli.ipynb #eb4a7182
 def make_readme(
     nb_path: str | Path = 'nbs/index.ipynb',  # the index notebook
@@ -487,6 +496,7 @@ def make_readme(
     header = '<!-- generated from nbs/index.ipynb by `transfusion-nb readme`: edit the notebook, not this file -->\n\n'
     body = re.sub(r'^[ \t]+$', '', body, flags=re.M)  # whitespace-only lines nbconvert leaves around figures
     body = header + re.sub(r'\n{3,}', '\n\n', body).strip() + '\n'
+    body = _page_links(body, nb_path.parent, readme_path.parent)
     files = {readme_path: body.encode('utf-8')}
     for name, data in res.get('outputs', {}).items(): files[readme_path.parent / name] = data
     if write:
