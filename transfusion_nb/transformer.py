@@ -20,9 +20,10 @@ from .masks import _check_int
 from .utils import default, divisible_by, exists, new_fig
 
 # %% auto #0
-__all__ = ['RotaryEmbedding', 'rotary_full_width', 'apply_rotary', 'plot_rotary', 'plot_rotary_pairs', 'animate_rotary_pairs',
-           'check_mask', 'flex_attend', 'causal_mask', 'attend', 'attention_weights', 'Attention', 'KVCache',
-           'FeedForward', 'TimeEmbedding', 'AdaptivePreNorm', 'token_rows', 'Transformer', 'plot_attention']
+__all__ = ['SHORT_ATTENTION', 'RotaryEmbedding', 'rotary_full_width', 'apply_rotary', 'plot_rotary', 'plot_rotary_pairs',
+           'animate_rotary_pairs', 'check_mask', 'flex_attend', 'causal_mask', 'attend', 'attention_weights',
+           'Attention', 'KVCache', 'FeedForward', 'TimeEmbedding', 'AdaptivePreNorm', 'token_rows', 'Transformer',
+           'plot_attention']
 
 # %% ../nbs/05_transformer.ipynb #22aa7aa9
 # einops letters (see transfusion_nb.utils.EINOPS_GLOSSARY):
@@ -175,6 +176,19 @@ def causal_mask(i:int, j:int, device=None) -> Tensor:
     "Bool `(i, j)`: the last `i` of `j` positions, each seeing every key up to itself (the cache included)."
     return torch.ones(i, j, dtype=torch.bool, device=device).tril(j - i)
 
+# %% ../nbs/05_transformer.ipynb #e863933e
+SHORT_ATTENTION = 64  # on the CPU, dense masks with at most this many keys take the explicit softmax path
+
+def _short_on_cpu(q:Tensor, k:Tensor, mask:Any) -> bool:
+    "True where the explicit path is faster than the fused kernel: fp32 on the CPU, a dense mask, few keys, every query seeing a key."
+    return (q.device.type == 'cpu' and q.dtype == torch.float32 and isinstance(mask, Tensor)
+            and k.shape[-2] <= SHORT_ATTENTION and bool(mask.any(-1).all()))   # a query with no key: the kernel gives 0
+
+def _attend_explicit(q:Tensor, k:Tensor, v:Tensor, mask:Tensor) -> Tensor: # (b, h, i, e)
+    "`softmax(q k^T / sqrt(e) + M) v` with two batched products (the fused kernel's result, cheaper for short sequences)."
+    s = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)                  # (b, h, i, j)
+    return torch.where(rearrange(mask, 'b i j -> b 1 i j'), s, float('-inf')).softmax(dim=-1) @ v
+
 # %% ../nbs/05_transformer.ipynb #cbf136cd
 def attend(q:Tensor, # queries (b, h, i, e)
            k:Tensor, # keys (b, h, j, e), the cache included
@@ -190,6 +204,7 @@ def attend(q:Tensor, # queries (b, h, i, e)
         if i == j: return F.scaled_dot_product_attention(q, k, v, is_causal=True)
         if i == 1: return F.scaled_dot_product_attention(q, k, v)          # one new token sees the whole cache
         return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(i, j, q.device))
+    if _short_on_cpu(q, k, mask): return _attend_explicit(q, k, v, mask)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=rearrange(mask, 'b i j -> b 1 i j'))
 
 # %% ../nbs/05_transformer.ipynb #93a332af
