@@ -11,6 +11,7 @@ samples of [text 8, image 4x4 latents of width 16]: 960 tokens, 4.8 GFLOP. This 
 
     python bench/train_step_bound.py                 # 2 threads, as the benchmark
     python bench/train_step_bound.py --threads 1
+    python bench/train_step_bound.py --short-attention 0   # every attention through the fused kernel (the old path)
 """
 from __future__ import annotations
 import argparse
@@ -116,7 +117,12 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--threads', type=int, default=2, help='torch threads')
     ap.add_argument('--repeats', type=int, default=20, help='timed runs (the best is kept)')
+    ap.add_argument('--short-attention', type=int, default=None,
+                    help='most keys for the explicit softmax path of `attend` (transformer.SHORT_ATTENTION); 0: always the fused kernel')
     args = ap.parse_args(argv)
+    if args.short_attention is not None:
+        import transfusion_nb.transformer as tr
+        tr.SHORT_ATTENTION = args.short_attention
     warnings.filterwarnings('ignore')
     from torch.profiler import profile, ProfilerActivity
     step, flops = setup(args.threads)
