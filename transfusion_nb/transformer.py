@@ -319,6 +319,12 @@ def rollback(self, length:int) -> KVCache:
     if not 0 <= length <= self.length: raise ValueError(f'KVCache.rollback: length must be in [0, {self.length}], got {length}')
     return KVCache(self.keys, self.values, length)
 
+# %% ../nbs/05_transformer.ipynb #dddefc5b
+def _check_mult(where:str, name:str, dim:int, mult) -> None:
+    "Raise unless `mult` is a finite number giving a feed-forward hidden width int(dim * mult * 2/3) of at least 1."
+    if isinstance(mult, bool) or not isinstance(mult, numbers.Real) or not math.isfinite(mult) or int(dim * mult * 2 / 3) < 1:
+        raise ValueError(f'{where}: {name} must be a finite number with int(dim * {name} * 2/3) >= 1 (dim={dim}), got {mult!r}')
+
 # %% ../nbs/05_transformer.ipynb #c289d64b
 class FeedForward(nn.Module):
     "Gated feed-forward (Shazeer 2020, https://arxiv.org/abs/2002.05202): `W_2 (W_v x * act(W_g x))`, SwiGLU by default."
@@ -332,8 +338,7 @@ class FeedForward(nn.Module):
         acts = dict(silu=F.silu, gelu=F.gelu)
         if act not in acts: raise ValueError(f"FeedForward: act must be 'silu' or 'gelu', got {act!r}")
         _check_int('FeedForward', 'dim', dim)
-        if isinstance(mult, bool) or not isinstance(mult, numbers.Real) or not math.isfinite(mult) or int(dim * mult * 2 / 3) < 1:
-            raise ValueError(f'FeedForward: mult must be a finite number with int(dim * mult * 2/3) >= 1 (dim={dim}), got {mult!r}')
+        _check_mult('FeedForward', 'mult', dim, mult)
         self.act, self.dim_inner = acts[act], int(dim * mult * 2 / 3)
         self.proj_in = nn.Linear(dim, 2 * self.dim_inner, bias=bias)  # value and gate, in that order
         self.proj_out = nn.Linear(self.dim_inner, dim, bias=bias)
@@ -470,8 +475,7 @@ def _check_inputs(model, x, pos, cond, is_image, cond_index, cache):
 def _check_transformer_args(dim, depth, heads, dim_head, ff_mult, num_residual_streams, time_cond, residual, residual_kwargs) -> None:
     "Raise a sentence naming the first bad argument of `Transformer` (before anything is built)."
     for k, v in dict(dim=dim, depth=depth, heads=heads, dim_head=dim_head).items(): _check_int('Transformer', k, v)
-    if isinstance(ff_mult, bool) or not isinstance(ff_mult, numbers.Real) or not math.isfinite(ff_mult) or int(dim * ff_mult * 2 / 3) < 1:
-        raise ValueError(f'Transformer: ff_mult must be a finite number with int(dim * ff_mult * 2/3) >= 1 (dim={dim}), got {ff_mult!r}')
+    _check_mult('Transformer', 'ff_mult', dim, ff_mult)
     if time_cond not in ('adaptive', 'add'): raise ValueError(f"Transformer: time_cond must be 'adaptive' or 'add', got {time_cond!r}")
     if not (isinstance(num_residual_streams, int) and not isinstance(num_residual_streams, bool) and num_residual_streams >= 1):
         raise ValueError(f'Transformer: num_residual_streams must be an int >= 1, got {num_residual_streams!r}')
