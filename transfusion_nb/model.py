@@ -5,7 +5,8 @@
 # %% ../nbs/07_transfusion.ipynb #95576dd3
 from __future__ import annotations
 import math, numbers
-from typing import Any, Literal, NamedTuple, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -179,7 +180,7 @@ def plot_patches(image:Tensor, # (c, h, w) in [-1, 1]; the first channel is draw
     _check_int('plot_patches', 'patch_size', patch_size)
     if not isinstance(image, Tensor) or image.ndim != 3 or min(image.shape) < 1:
         raise ValueError(f'plot_patches: expected one image (c, h, w), got {tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__}')
-    if ax is None: _, ax = new_fig(1, 1, size=3.)
+    if ax is None: _, ax = new_fig(1, 1, size=8.)
     c, h, w = image.shape
     ax.clear()
     ax.imshow(image[0].detach().float().cpu(), cmap='gray', vmin=-1, vmax=1)   # low dark, high light, as show_images
@@ -190,13 +191,14 @@ def plot_patches(image:Tensor, # (c, h, w) in [-1, 1]; the first channel is draw
         for i in range(y):
             for j in range(x):
                 ax.text(j * patch_size + (patch_size - 1) / 2, i * patch_size + (patch_size - 1) / 2, str(i * x + j), color='w',
-                        ha='center', va='center', fontsize=8 if patch_size > 1 else 6, path_effects=[withStroke(linewidth=1.5, foreground='k')])
+                        ha='center', va='center', path_effects=[withStroke(linewidth=1.5, foreground='k')])
     ax.set(xticks=[], yticks=[])
-    ax.set_title(f'p={patch_size}: {y * x} tokens of {patch_size * patch_size * c}', fontsize=9)
+    ax.set_title(f'p={patch_size}: {y * x} tokens of {patch_size * patch_size * c}')
     return ax
 
 # %% ../nbs/07_transfusion.ipynb #55349821
-class TransfusionLoss(NamedTuple):
+@dataclass(frozen=True)
+class TransfusionLoss:
     "The training loss and its parts."
     loss:Tensor # scalar to backpropagate: text + diffusion_loss_weight * image
     text:Tensor # text cross-entropy, mean over the batch's text targets (0 without any)
@@ -205,7 +207,8 @@ class TransfusionLoss(NamedTuple):
     image_per_sample:Tensor # (b,) each sample's mean diffusion loss
 
 # %% ../nbs/07_transfusion.ipynb #4d853057
-class Prediction(NamedTuple):
+@dataclass(frozen=True)
+class Prediction:
     "The network's outputs on a batch whose images are given as they are (no noise added)."
     logits:Tensor # (b, n, v) next-token logits at every position
     images:list[list[Tensor]] # per sample, per image: the prediction of the diffusion target, (c, h, w)
