@@ -381,12 +381,15 @@ class Phase(IntEnum):
     SHAPE = 1 # after META: shape characters or BOI
     SHAPE_FULL = 2 # MAX_SHAPE_CHARS characters written: BOI only
 
+    def __init__(self, value:int): # 0 TEXT, 1 SHAPE, 2 SHAPE_FULL: Phase(1) is Phase.SHAPE
+        "A phase by its value (an enum member, looked up, never made anew)."
+
 # %% ../nbs/08_sampling.ipynb #1e31ee99
-def allowed_tokens(vocab, # the model's `Vocab`
+def allowed_tokens(vocab, # the model's Vocab
                    meta_tokens:bool=True, # image blocks open with META and shape characters
                    allow_images:bool=True, # False: rows never open an image block
                   ) -> Tensor: # (len(Phase), v) bool
-    "Per `Phase`, the token ids a row may write."
+    "Per `Phase`, the token ids a row may write, in the ids of the model's `Vocab`."
     ok = torch.zeros(len(Phase), vocab.size, dtype=torch.bool)
     bois = slice(vocab.num_text, vocab.num_text + vocab.num_types)
     ok[Phase.TEXT, :vocab.num_text] = True
