@@ -310,9 +310,9 @@ def edit_documents(
     n: int,  # how many documents
     seed: int = 0,  # the same seed gives the same documents
     fmt: str = 'square',  # format of the scenes
-    split: str = 'all',  # which scenes (see `sample_scenes`); the edited scene may leave the split
+    split: str = 'all',  # which scenes, as in sample_scenes; the edited scene may leave the split
 ) -> list[tuple[Scene, str, Scene]]:
-    "`n` random (scene, instruction, edited scene) triples: a random attribute of a random object changed."
+    "`n` random (scene, instruction, edited scene) triples: a random attribute of a random object changed (scenes from `sample_scenes`)."
     g = np.random.default_rng(seed)
     docs = []
     for s in sample_scenes(n, seed=seed, fmt=fmt, split=split):
@@ -339,18 +339,18 @@ def plot_scenes(
     scenes: Sequence[Scene],  # scenes of any formats
     titles: Sequence[str] | None = None,  # default: their captions
     ncols: int = 4,  # panels per row
-    size: float = 1.7,  # inches per panel
+    size: float = 2.,  # inches per panel
     axs=None,  # axes to draw into (at least len(scenes)); a new figure when None
 ):
     "Each scene's picture under its (wrapped) caption; returns the axes."
     import textwrap
     titles = default(titles, lambda: [caption(s) for s in scenes])
-    if axs is None: _, axs = new_fig(max(1, -(-len(scenes) // ncols)), ncols, size=size, squeeze=False)
+    if axs is None: _, axs = new_fig(max(1, -(-len(scenes) // ncols)), ncols, size=size, squeeze=False, dpi=90)  # 90 dpi: 9 pt reads at 11 px
     flat = list(np.asarray(axs).flat)
     if len(flat) < len(scenes): raise ValueError(f'plot_scenes: {len(flat)} axes for {len(scenes)} scenes')
     for ax in flat[len(scenes):]: ax.set_axis_off()
     for ax, s, t in zip(flat, scenes, titles):
-        show_images(render([s]), titles=[textwrap.fill(t, 26)], axs=[ax], title_size=6.5)
+        show_images(render([s]), titles=[textwrap.fill(t, 26)], axs=[ax], title_size=9)
     flat[0].figure.tight_layout()
     return axs
 
@@ -360,30 +360,30 @@ def plot_attribute_counts(
     axs=None,  # five axes; a new figure when None
 ):
     "How often each shape, colour, size, position (3x3 grid) and relation occurs in `scenes`; returns the axes."
-    if axs is None: _, axs = new_fig(1, 5, figsize=(12, 2.4), gridspec_kw={'width_ratios': [4, 6, 2, 3, 5]})
+    if axs is None: _, axs = new_fig(1, 5, figsize=(12, 3.), gridspec_kw={'width_ratios': [4, 6, 2, 3, 5]})
     objs = [o for s in scenes for o in s.objs]
     for ax, k in zip(axs, ('shape', 'colour', 'size')):
         counts = [sum(getattr(o, k) == v for o in objs) for v in ATTRIBUTES[k]]
         colours = [hsv_to_rgb(RENDERING['hue'][v], .85, .95) for v in ATTRIBUTES[k]] if k == 'colour' else 'tab:gray'
         ax.bar(range(len(counts)), counts, color=colours)
-        ax.set_xticks(range(len(counts)), ATTRIBUTES[k], rotation=45, fontsize=7); ax.set_title(k, fontsize=9)
+        ax.set_xticks(range(len(counts)), ATTRIBUTES[k], rotation=45); ax.set_title(k)
     grid = np.array([sum(o.position == p for o in objs) for p in ATTRIBUTES['position']]).reshape(3, 3)
-    axs[3].imshow(grid, cmap='Blues', vmin=0, vmax=2 * grid.max()); axs[3].set_xticks([]); axs[3].set_yticks([]); axs[3].set_title('position', fontsize=9)
-    for (r, c), v in np.ndenumerate(grid): axs[3].text(c, r, str(v), ha='center', va='center', fontsize=7)
+    axs[3].imshow(grid, cmap='Blues', vmin=0, vmax=2 * grid.max()); axs[3].set_xticks([]); axs[3].set_yticks([]); axs[3].set_title('position')
+    for (r, c), v in np.ndenumerate(grid): axs[3].text(c, r, str(v), ha='center', va='center')
     rel = ['one object', *Description.RELATIONS]
     axs[4].bar(range(5), [sum((s.relation or 'one object') == r for s in scenes) for r in rel], color='tab:gray')
-    axs[4].set_xticks(range(5), rel, rotation=45, fontsize=7); axs[4].set_title('objects and relation', fontsize=9)
+    axs[4].set_xticks(range(5), rel, rotation=45); axs[4].set_title('objects and relation')
     axs[0].figure.tight_layout()
     return axs
 
 # %% ../nbs/14_shapes.ipynb #a6879c32
 def plot_edits(
-    docs: Sequence[tuple[Scene, str, Scene]],  # `edit_documents` output
-    size: float = 1.7,  # inches per panel
+    docs: Sequence[tuple[Scene, str, Scene]],  # (scene, instruction, edited scene) triples
+    size: float = 2.,  # inches per panel
     axs=None,  # 2 x len(docs) axes; a new figure when None
 ):
-    "Edit documents as columns: the scene under its caption, and below it the edited scene under the instruction."
-    if axs is None: _, axs = new_fig(2, len(docs), size=size, squeeze=False)
+    "Edit documents (`edit_documents` output) as columns: the scene under its caption, and below it the edited scene under the instruction."
+    if axs is None: _, axs = new_fig(2, len(docs), size=size, squeeze=False, dpi=90)
     axs = np.asarray(axs).reshape(2, -1)
     if axs.shape[1] < len(docs): raise ValueError(f'plot_edits: {axs.shape[1]} columns of axes for {len(docs)} documents')
     for j, (before, instruction, after) in enumerate(docs):
@@ -402,7 +402,7 @@ def plot_scene(
 ):
     "Render the one-object scene these words describe (jitter from `seed`), its caption as the title; returns the axes."
     s = scene_from_description(Description(fmt, (Obj(shape, colour, size, position),)), seed=seed)
-    if ax is None: _, ax = new_fig(1, 1, size=2.4)
+    if ax is None: _, ax = new_fig(1, 1, size=5.6, dpi=90)   # about 440 px on the page: a picture the page can read
     plot_scenes([s], axs=[ax])
     return ax
 
@@ -421,7 +421,7 @@ def judge_targets(scenes: Sequence[Scene]) -> Tensor:
 # the yardstick for generated scenes (Transfusion, arXiv:2408.11039, judges its images with CLIP and FID; here a purpose-built reader)
 class ShapesJudge(nn.Module):
     "A small CNN that reads a scene cell by cell: per grid cell, whether an object is there, and its shape, colour and size."
-    heads: dict[str, int] = {'present': 2, 'shape': 4, 'colour': 6, 'size': 2}  # classes per output
+    heads: dict[str, int] = dict(present=2, shape=4, colour=6, size=2)  # classes per output
 
     def __init__(self, widths: Sequence[int] = (24, 32, 48, 64, 96)):  # channels of the five convolutions
         super().__init__()
@@ -510,11 +510,11 @@ def read_scenes(judge: nn.Module, images: Tensor, fmt: str) -> list[Description]
 
 # %% ../nbs/14_shapes.ipynb #bc7f3979
 def judge_accuracy(
-    judge: nn.Module,  # a trained `ShapesJudge`
+    judge: nn.Module,  # a trained ShapesJudge
     scenes: Sequence[Scene],  # scenes of one format
     images: Tensor | None = None,  # their pictures (b, 3, y, x), e.g. reconstructions; default: rendered
 ) -> dict[str, float]:
-    "Per-attribute accuracy: count and relation per scene; position, shape, colour, size per object; exact captions."
+    "Per-attribute accuracy of a trained `ShapesJudge`: count and relation per scene; position, shape, colour, size per object; exact captions."
     images = render(scenes) if images is None else images
     r, t = _read_cells(judge, images), judge_targets(scenes)  # (b, 9) readings, (b, 4, 9) truth
     occupied = t[:, 0] == 1
@@ -538,9 +538,9 @@ def cache_dir() -> Path:
 _CACHED: dict[str, nn.Module] = {}  # trained models in memory, by file path
 
 def cached_model(
-    name: str,  # file name in `cache_dir()`
+    name: str,  # file name in the cache folder
     build: Callable[[dict], nn.Module],  # an untrained model from the saved settings (the file's entries)
-    train: Callable[[], tuple[nn.Module, dict]],  # trains a model; returns it and the settings `build` needs
+    train: Callable[[], tuple[nn.Module, dict]],  # trains a model; returns it and the settings build needs
     retrain: bool = False,  # train anew even when a saved model exists
     load_only: bool = False,  # return None, rather than train, when no model is saved
 ) -> nn.Module | None:
@@ -561,11 +561,11 @@ def cached_model(
 # %% ../nbs/14_shapes.ipynb #0dd841f8
 def shapes_judge(
     retrain: bool = False,  # train anew even when a saved judge exists
-    name: str = 'shapes_judge.pt',  # file name in `cache_dir()`
+    name: str = 'shapes_judge.pt',  # file name in the cache folder
     load_only: bool = False,  # return None, rather than train, when no judge is saved
-    **train_kwargs,  # passed to `train_judge` when training
+    **train_kwargs,  # passed to train_judge when training
 ) -> ShapesJudge | None:
-    "The trained judge (through `cached_model`): kept in memory, else loaded from `cache_dir() / name`, else trained and saved."
+    "The trained judge (through `cached_model`): kept in memory, else loaded from `cache_dir() / name`, else trained (`train_judge`) and saved."
     def train():
         judge, _ = train_judge(**train_kwargs)
         return judge, {'widths': [m[0].out_channels for m in judge.body]}
