@@ -189,11 +189,11 @@ VAE_VERSION: int = 2  # raised when the network or its training changes: older s
 # %% ../nbs/15_vae.ipynb #574b613a
 def shapes_vae(
     retrain: bool = False,  # train anew even when a saved VAE exists
-    name: str = f'shapes_vae_v{VAE_VERSION}.pt',  # file name in `cache_dir()`
+    name: str = f'shapes_vae_v{VAE_VERSION}.pt',  # file name in the cache folder
     load_only: bool = False,  # return None, rather than train, when no VAE is saved
-    **train_kwargs,  # passed to `train_vae` when training
+    **train_kwargs,  # passed to train_vae when training
 ) -> ShapesVAE | None:
-    "The trained VAE, scale fitted (through `cached_model`): kept in memory, else loaded from `cache_dir() / name`, else trained and saved."
+    "The trained VAE, scale fitted (through `cached_model`): kept in memory, else loaded from `cache_dir() / name`, else trained (`train_vae`) and saved."
     def train():
         t0, c0 = time.perf_counter(), time.process_time()
         vae, _ = train_vae(**train_kwargs)
@@ -214,13 +214,13 @@ def plot_reconstructions(
     axs=None,  # 2 x len(scenes) axes; a new figure when None
 ):
     "Originals (top row) and their reconstructions (bottom row, titled with the PSNR); returns the axes."
-    if axs is None: _, axs = new_fig(2, len(scenes), size=size, squeeze=False)
+    if axs is None: _, axs = new_fig(2, len(scenes), size=size, squeeze=False, dpi=90)  # 90 dpi: titles read at 11 px
     axs = np.asarray(axs).reshape(2, -1)
     originals = [render([s])[0] for s in scenes]
     recs = decode_latents(vae, encode_latents(vae, originals))
     for j, (x, r) in enumerate(zip(originals, recs)):
-        show_images(x[None], titles=['original'], axs=[axs[0, j]])
-        show_images(r[None], titles=[f'{psnr(x[None], r[None]).item():.1f} dB'], axs=[axs[1, j]])
+        show_images(x[None], titles=['original'], title_size=9, axs=[axs[0, j]])
+        show_images(r[None], titles=[f'{psnr(x[None], r[None]).item():.1f} dB'], title_size=9, axs=[axs[1, j]])
     axs[0, 0].figure.tight_layout()
     return axs
 
@@ -233,15 +233,15 @@ def plot_latents(
 ):
     "The scene, its scaled latent channels (grey: -3 black to +3 white) and its reconstruction; returns the axes."
     c = vae.latent_channels
-    if axs is None: _, axs = new_fig(1, c + 2, size=size, squeeze=False)
+    if axs is None: _, axs = new_fig(1, c + 2, size=size, squeeze=False, dpi=90)
     axs = np.asarray(axs).reshape(-1)
     x = render([scene])
     z = encode_latents(vae, x)
     r = decode_latents(vae, z)
-    show_images(x, titles=['picture'], axs=[axs[0]])
-    show_images(z[0][:, None], titles=[f'latent {k}, {z.shape[2]}x{z.shape[3]}' for k in range(c)], vrange=(-3., 3.), axs=axs[1:c + 1])
-    show_images(r, titles=[f'decoded, {psnr(x, r).item():.1f} dB'], axs=[axs[c + 1]])
-    axs[0].figure.suptitle(caption(scene), fontsize=8)
+    show_images(x, titles=['picture'], title_size=9, axs=[axs[0]])
+    show_images(z[0][:, None], titles=[f'latent {k}, {z.shape[2]}x{z.shape[3]}' for k in range(c)], vrange=(-3., 3.), title_size=9, axs=axs[1:c + 1])
+    show_images(r, titles=[f'decoded, {psnr(x, r).item():.1f} dB'], title_size=9, axs=[axs[c + 1]])
+    axs[0].figure.suptitle(caption(scene), fontsize=10)
     axs[0].figure.tight_layout()
     return axs
 
@@ -256,10 +256,10 @@ def plot_interpolation(
 ):
     "Decode (1 - t) z_a + t z_b for t from 0 to 1: a straight line in latent space; returns the axes."
     if a.fmt != b.fmt: raise ValueError(f'plot_interpolation: both scenes must have one format, got {a.fmt} and {b.fmt}')
-    if axs is None: _, axs = new_fig(1, steps, size=size, squeeze=False)
+    if axs is None: _, axs = new_fig(1, steps, size=size, squeeze=False, dpi=90)
     za, zb = encode_latents(vae, render([a, b]))
     t = torch.linspace(0, 1, steps)
     pics = decode_latents(vae, (1 - t)[:, None, None, None] * za + t[:, None, None, None] * zb)
-    show_images(pics, titles=[f't = {v:.2f}' for v in t.tolist()], axs=axs)
-    np.asarray(axs).flat[0].figure.suptitle(f'{caption(a)}  ->  {caption(b)}', fontsize=8)
+    show_images(pics, titles=[f't = {v:.2f}' for v in t.tolist()], title_size=9, axs=axs)
+    np.asarray(axs).flat[0].figure.suptitle(f'{caption(a)}  ->  {caption(b)}', fontsize=10)
     return axs
