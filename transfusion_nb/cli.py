@@ -531,10 +531,10 @@ SHELL_BUILTINS: set[str] = {'cd', 'export', 'echo', 'printf', 'set', 'test', '['
 
 # %% ../nbs/90_cli.ipynb #77388210
 def command_problem(
-    words: list[str],  # one command of a `run:` script (from `run_commands`)
+    words: list[str],  # one command of a workflow step's run: script
     root: str | Path = '.',  # the repository root: scripts are looked up from there
 ) -> str | None:
-    "What is wrong with one command of a workflow step (a program not on the path, a script or module not there), or None."
+    "What is wrong with one command of a workflow step (words from `run_commands`): a program not on the path, a script or module not there; or None."
     exe, args = words[0], words[1:]
     if exe in SHELL_BUILTINS: return None
     if shutil.which(exe) is None: return f'{exe!r} is not a command (not on the path)'
