@@ -7,7 +7,7 @@
 from __future__ import annotations
 import json, math, os, tempfile, time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -101,21 +101,25 @@ def run_grid(
     specs: Sequence[Mapping[str, Any]],  # one spec per run
     workers: int | None = None,  # parallel processes (default: the CPU count, at most one per run)
     cache: str | Path | None = None,  # a folder for results, keyed by spec, ABLATION_STEPS and the library's source; None: no cache
+    runner: Callable[[Mapping[str, Any]], dict] | None = None,  # trains and measures one spec; a function of the library (workers import it by name); default `run_variant`
 ) -> list[dict[str, Any]]:
-    "Run every spec (`run_variant`), in `workers` processes of one thread each; results in the specs' order."
+    "Run every spec (`run_variant` or `runner`), in `workers` processes of one thread each; results in the specs' order."
     import hashlib
-    keys = [hashlib.sha256(json.dumps([s, ABLATION_STEPS, _source_hash()], sort_keys=True, default=str).encode()).hexdigest()[:24]
+    fn = getattr(runner, 'func', runner)   # a functools.partial names its function
+    run = runner if exists(runner) else run_variant
+    tag = [] if runner is None else [f'{fn.__module__}.{fn.__qualname__}']   # the digits runs keep their keys
+    keys = [hashlib.sha256(json.dumps([s, ABLATION_STEPS, _source_hash(), *tag], sort_keys=True, default=str).encode()).hexdigest()[:24]
             for s in specs]
     path = lambda k: Path(cache) / f'{k}.json'
     out = {k: json.loads(path(k).read_text()) for k in keys if exists(cache) and path(k).exists()}
     todo = [(k, s) for k, s in zip(keys, specs) if k not in out]
     workers = min(default(workers, os.cpu_count() or 1), max(len(todo), 1))
-    if workers <= 1: done = [run_variant(s) for _, s in todo]
+    if workers <= 1: done = [run(s) for _, s in todo]
     else:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
         from transfusion_nb import ablations  # the module's function: a worker process cannot import one defined in a notebook
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context('spawn')) as ex: done = list(ex.map(ablations.run_variant, [s for _, s in todo]))
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context('spawn')) as ex: done = list(ex.map(runner if exists(runner) else ablations.run_variant, [s for _, s in todo]))
     for (k, _), r in zip(todo, done):
         out[k] = r
         if exists(cache): path(k).parent.mkdir(parents=True, exist_ok=True); path(k).write_text(json.dumps(r))
