@@ -25,12 +25,14 @@ from .digits import resume_settings, load_trained, _mean_last, READ_MAX_PIXELS
 from .shapes import (ATTRIBUTES, FORMATS, HELD_OUT, RENDERING, Scene, Description, caption, describe, parse_caption, sample_scenes,
                      edit_documents, render, shapes_tokenizer, shapes_judge, read_scenes, judge_frechet, cache_dir)
 from .autoencoder import ShapesVAE, shapes_vae, encode_latents, decode_latents
+from .ablations import causal_within_images
 
 # %% auto #0
-__all__ = ['SHAPES_MODEL', 'SHAPES_TRAIN', 'SHAPES_DATA', 'SHAPES_GUIDANCE', 'SHAPES_TARGETS', 'shapes_model', 'latent_shape',
-           'format_of', 'ShapesDocuments', 'shapes_trainer', 'text_to_image', 'edit_images', 'caption_latents',
-           'read_latents', 'attribute_scores', 'eval_prompts', 'evaluate_shapes', 'plot_pictures', 'write_run_grids',
-           'train_shapes', 'load_shapes', 'read_picture', 'shapes_targets_met', 'shapes_targets_report', 'GenEvent',
+__all__ = ['SHAPES_MODEL', 'SHAPES_TRAIN', 'SHAPES_DATA', 'SHAPES_GUIDANCE', 'SHAPES_TARGETS', 'PIXEL_MODEL', 'SHAPES_VARIANTS',
+           'SHAPES_COMPARE', 'shapes_model', 'latent_shape', 'format_of', 'ShapesDocuments', 'shapes_trainer',
+           'text_to_image', 'edit_images', 'caption_latents', 'read_latents', 'attribute_scores', 'eval_prompts',
+           'evaluate_shapes', 'plot_pictures', 'write_run_grids', 'train_shapes', 'load_shapes', 'read_picture',
+           'shapes_targets_met', 'shapes_targets_report', 'ShapesPixels', 'run_shapes_variant', 'GenEvent',
            'trace_generation', 'plot_token_strip', 'latent_rgb', 'plot_generation', 'generation_frames',
            'plot_generation_step', 'animate_generation', 'shapes_prompt', 'plot_text_to_image', 'demo_model']
 
@@ -60,15 +62,15 @@ def shapes_model(
     with seeded(seed): return Transfusion(**kwargs)
 
 # %% ../nbs/16_shapes_transfusion.ipynb #2412b3d6
-def latent_shape(fmt: str) -> tuple[int, int]:
-    "`(y, x)` of the VAE latent of a picture of format `fmt`: a quarter of its pixels' sides."
+def latent_shape(fmt: str, factor: int = 4) -> tuple[int, int]:
+    "`(y, x)` of the latent of a picture of format `fmt`: its pixels' sides over `factor` (the VAE's 4; 1 in pixel space)."
     if fmt not in FORMATS: raise ValueError(f'latent_shape: unknown format {fmt!r}; expected one of {tuple(FORMATS)}')
-    return tuple(s // 4 for s in FORMATS[fmt])
+    return tuple(s // factor for s in FORMATS[fmt])
 
 # %% ../nbs/16_shapes_transfusion.ipynb #5be2255a
-def format_of(shape: Sequence[int]) -> str | None:
-    "The format whose latent is `(y, x)` (the last two of `shape`), or None."
-    return next((f for f in FORMATS if latent_shape(f) == tuple(shape[-2:])), None)
+def format_of(shape: Sequence[int], factor: int = 4) -> str | None:
+    "The format whose latent is `(y, x)` (the last two of `shape`) at downsampling `factor`, or None."
+    return next((f for f in FORMATS if latent_shape(f, factor) == tuple(shape[-2:])), None)
 
 # %% ../nbs/16_shapes_transfusion.ipynb #4ae5e6bb
 def _encode_scenes(vae: ShapesVAE, scenes: Sequence[Scene], batch: int = 500) -> Tensor:
@@ -202,9 +204,9 @@ def caption_latents(model: nn.Module, tokenizer: WordTokenizer, latents: Sequenc
 # %% ../nbs/16_shapes_transfusion.ipynb #77b7e8d4
 def read_latents(judge: nn.Module, vae: ShapesVAE, latents: Sequence[Tensor | None]) -> list[Description | None]:
     "What the judge reads in the decoded latents, the format taken from each latent's shape; None for no latent or an unknown shape."
-    out, groups = [None] * len(latents), {}
+    out, groups, factor = [None] * len(latents), {}, getattr(vae, 'factor', 4)
     for i, z in enumerate(latents):
-        if exists(z) and exists(format_of(z.shape)): groups.setdefault(format_of(z.shape), []).append(i)
+        if exists(z) and exists(format_of(z.shape, factor)): groups.setdefault(format_of(z.shape, factor), []).append(i)
     for fmt, idx in groups.items():
         pics = decode_latents(vae, torch.stack([latents[i] for i in idx]))
         for i, d in zip(idx, read_scenes(judge, pics, fmt)): out[i] = d
@@ -445,6 +447,60 @@ def shapes_targets_report(metrics: Mapping) -> str:
     "Each target with the run's number and whether it is met, one line each."
     return '\n'.join(f'{name}: {key} = {float(metrics[key]):.3f}, needs {op} {bound:g}: {"met" if ok else "MISSED"}'
                      for (name, (key, op, bound)), ok in zip(SHAPES_TARGETS.items(), shapes_targets_met(metrics).values()))
+
+# %% ../nbs/16_shapes_transfusion.ipynb #d9ae506d
+class ShapesPixels(nn.Module):
+    "Pixel space in the VAE's place: pictures `(b, 3, y, x)` are their own latents (scale 1, `factor` 1)."
+    factor = 1
+    def __init__(self):
+        super().__init__()
+        self.register_buffer('scale', torch.tensor(1.))
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]: return x, torch.zeros_like(x)  # mean and log variance, like ShapesVAE.encode
+    def decode(self, z: Tensor) -> Tensor: return z
+
+PIXEL_MODEL: dict[str, Any] = dict(channels=3, image_size=(32, 32), patch_size=8, max_image_size=48)  # SHAPES_MODEL overrides in pixel space
+
+# %% ../nbs/16_shapes_transfusion.ipynb #9d9bbc5d
+def run_shapes_variant(
+    spec: Mapping[str, Any],  # ablation, variant, seed, model, train, data (overrides), space, causal_images, guidance (scales), eval_n, threads
+    vae: ShapesVAE | None = None,  # default: shapes_vae()
+    judge: nn.Module | None = None,  # default: shapes_judge()
+) -> dict[str, Any]:
+    "Train one shapes variant, judge it (text-to-image at each guidance scale, captions, edits); the spec's labels and the numbers."
+    threads = torch.get_num_threads()
+    torch.set_num_threads(spec.get('threads', 1))
+    try:
+        seed, t0, pixels = spec.get('seed', 0), time.perf_counter(), spec.get('space', 'latent') == 'pixel'
+        vae, judge = ShapesPixels() if pixels else default(vae, shapes_vae), default(judge, shapes_judge)
+        model_overrides = {**(PIXEL_MODEL if pixels else {}), **spec.get('model', {})}
+        tr = shapes_trainer(None, seed, False, model_overrides=model_overrides, data_overrides=spec.get('data'), vae=vae, **spec.get('train', {}))
+        if spec.get('causal_images'):
+            for m in (tr.model, tr.ema.model): causal_within_images(m)   # the live model and the average that is judged
+        tr.fit()
+        out = {k: spec.get(k) for k in ('ablation', 'variant', 'seed')}
+        out.update(steps=tr.step, train_seconds=time.perf_counter() - t0,
+                   final_text_loss=_mean_last(tr.history, 'text'), final_image_loss=_mean_last(tr.history, 'image'))
+        model, tok, n = tr.ema.model.eval(), tr.data.tokenizer, spec.get('eval_n', 50)
+        prompts = eval_prompts(n, seed)['one_object']
+        truth = [describe(s).canonical() for s in prompts]
+        for w in spec.get('guidance', (SHAPES_GUIDANCE,)):
+            with seeded(seed) as g: z = text_to_image(model, tok, [caption(s) for s in prompts], w, None, g)
+            sc = attribute_scores(read_latents(judge, vae, z), truth)
+            out.update({f'{k}@{w:g}': v for k, v in sc['per_attribute'].items()}, **{f'all_correct@{w:g}': sc['all_correct']})
+        with seeded(seed) as g: m, _ = _caption_and_edit_scores(model, tok, vae, judge, n, seed, SHAPES_GUIDANCE, None, g)
+        out.update(m, seconds=time.perf_counter() - t0)
+        return out
+    finally: torch.set_num_threads(threads)
+
+# %% ../nbs/16_shapes_transfusion.ipynb #08b2a782
+SHAPES_VARIANTS: dict[str, dict[str, Any]] = {   # variant -> its spec entries (run_shapes_variant); the first is the default recipe
+    'latent, U-Net, bidirectional': {},
+    'linear patches': {'model': {'patch_codec': 'linear'}},
+    'causal inside pictures': {'causal_images': True},
+    'pixel space': {'space': 'pixel'},
+    'image loss weight 3': {'model': {'diffusion_loss_weight': 3.}},
+}
+SHAPES_COMPARE: dict[str, Any] = dict(train=dict(steps=1500), guidance=(1., 2., 3., 5.), eval_n=50)  # what every grid run shares
 
 # %% ../nbs/16_shapes_transfusion.ipynb #3df4e137
 @dataclass
