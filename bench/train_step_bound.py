@@ -12,6 +12,7 @@ samples of [text 8, image 4x4 latents of width 16]: 960 tokens, 4.8 GFLOP. This 
     python bench/train_step_bound.py                 # 2 threads, as the benchmark
     python bench/train_step_bound.py --threads 1
     python bench/train_step_bound.py --short-attention 0   # every attention through the fused kernel (the old path)
+    python bench/train_step_bound.py --compile       # also: the same step with the transformer under torch.compile
 """
 from __future__ import annotations
 import argparse
@@ -49,11 +50,12 @@ def attention_kind(name: str) -> str | None:
     return 'attention kernel (SDPA, forward and backward)' if 'scaled_dot_product' in name else None
 
 
-def setup(threads: int):
+def setup(threads: int, compiled: bool = False):
     torch.set_num_threads(threads)
     vocab, latent = 256, 16
     cfg = dict(dim=128, depth=4, heads=4, dim_head=32)
     ours, _ = make_models(cfg, latent, (4, 4), 1, vocab)
+    if compiled: ours.transformer.compile()   # inductor: fused C++ loops for the element-wise work on the CPU
     torch.manual_seed(1)
     samples = [[torch.randint(0, vocab, (8,)), torch.randn(latent, 4, 4)] for _ in range(32)]
     opt = torch.optim.AdamW(ours.parameters(), lr=1e-4, fused=True)
@@ -113,10 +115,24 @@ def by_kind(prof, steps: int) -> dict[str, float]:
     return dict(out.most_common())
 
 
+def eager_vs_compiled(threads: int, repeats: int, rounds: int = 6) -> tuple[float, float, float]:
+    "Median over `rounds` of the best step time, eager and with `torch.compile`, measured in turns in one process; and the compile time."
+    eager, _ = setup(threads)
+    t0 = time.perf_counter()
+    compiled, _ = setup(threads, compiled=True)
+    for _ in range(3): compiled()
+    t_compile = time.perf_counter() - t0
+    te, tc = [], []
+    for _ in range(rounds):
+        te.append(best(eager, repeats // rounds + 1, warmup=1)); tc.append(best(compiled, repeats // rounds + 1, warmup=1))
+    return sorted(te)[rounds // 2], sorted(tc)[rounds // 2], t_compile
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--threads', type=int, default=2, help='torch threads')
     ap.add_argument('--repeats', type=int, default=20, help='timed runs (the best is kept)')
+    ap.add_argument('--compile', action='store_true', help='also time the step with the transformer under torch.compile, beside eager')
     ap.add_argument('--short-attention', type=int, default=None,
                     help='most keys for the explicit softmax path of `attend` (transformer.SHORT_ATTENTION); 0: always the fused kernel')
     args = ap.parse_args(argv)
@@ -142,6 +158,10 @@ def main(argv=None):
           f'(the bound if everything else took no time); {t_prod / t_step:.0%} of the step')
     print(f'operators\' own time by kind (profiled, {steps} steps; {total * 1e3:.1f} ms a step):')
     for k, v in kinds.items(): print(f'  {v / total:6.1%}  {v * 1e3:7.2f} ms  {k}')
+    if args.compile:
+        te, tc, t_compile = eager_vs_compiled(args.threads, args.repeats)
+        print(f'torch.compile of the transformer (compiled in {t_compile:.0f} s), side by side, median of the best per round: '
+              f'eager {te * 1e3:.1f} ms ({flops / te / peak:.1%}), compiled {tc * 1e3:.1f} ms ({flops / tc / peak:.1%}); compiled/eager {tc / te:.2f}')
     return 0
 
 
