@@ -42,8 +42,8 @@ SHAPES_MODEL: dict[str, Any] = dict(dim=96, depth=3, heads=4, dim_head=24, chann
                                     cond_drop_prob=0.1, meta_tokens=True, max_image_size=16)
 
 # %% ../nbs/16_shapes_transfusion.ipynb #b241ade5
-SHAPES_TRAIN: dict[str, Any] = dict(steps=3000, batch_size=64, lr=2e-3, warmup_steps=100, min_lr_ratio=0.1,
-                                    grad_clip=1.0, ema_beta=0.998, weight_decay=0.01, sample_every=500, log_every=10)
+SHAPES_TRAIN: dict[str, Any] = dict(steps=6000, batch_size=32, lr=2e-3, warmup_steps=200, min_lr_ratio=0.1,
+                                    grad_clip=1.0, ema_beta=0.998, weight_decay=0.01, sample_every=1000, log_every=10)
 
 # %% ../nbs/16_shapes_transfusion.ipynb #10f80dcb
 SHAPES_DATA: dict[str, Any] = dict(n_scenes=3000, p_text_to_image=0.5, p_caption=0.25, p_edit=0.25, data_seed=0)  # per format
@@ -500,7 +500,7 @@ SHAPES_VARIANTS: dict[str, dict[str, Any]] = {   # variant -> its spec entries (
     'pixel space': {'space': 'pixel'},
     'image loss weight 3': {'model': {'diffusion_loss_weight': 3.}},
 }
-SHAPES_COMPARE: dict[str, Any] = dict(train=dict(steps=1500), guidance=(1., 2., 3., 5.), eval_n=50)  # what every grid run shares
+SHAPES_COMPARE: dict[str, Any] = dict(train=dict(steps=3000), guidance=(1., 2., 3., 5.), eval_n=50)  # what every grid run shares
 
 # %% ../nbs/16_shapes_transfusion.ipynb #3df4e137
 @dataclass
