@@ -458,6 +458,7 @@ class ShapesPixels(nn.Module):
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]: return x, torch.zeros_like(x)  # mean and log variance, like ShapesVAE.encode
     def decode(self, z: Tensor) -> Tensor: return z
 
+# %% ../nbs/16_shapes_transfusion.ipynb #e9979a04
 PIXEL_MODEL: dict[str, Any] = dict(channels=3, image_size=(32, 32), patch_size=8, max_image_size=48)  # SHAPES_MODEL overrides in pixel space
 
 # %% ../nbs/16_shapes_transfusion.ipynb #9d9bbc5d
@@ -498,7 +499,6 @@ SHAPES_VARIANTS: dict[str, dict[str, Any]] = {   # variant -> its spec entries (
     'linear patches': {'model': {'patch_codec': 'linear'}},
     'causal inside pictures': {'causal_images': True},
     'pixel space': {'space': 'pixel'},
-    'image loss weight 3': {'model': {'diffusion_loss_weight': 3.}},
 }
 SHAPES_COMPARE: dict[str, Any] = dict(train=dict(steps=3000), guidance=(1., 2., 3., 5.), eval_n=50)  # what every grid run shares
 
