@@ -101,7 +101,7 @@ def run_grid(
     specs: Sequence[Mapping[str, Any]],  # one spec per run
     workers: int | None = None,  # parallel processes (default: the CPU count, at most one per run)
     cache: str | Path | None = None,  # a folder for results, keyed by spec, ABLATION_STEPS and the library's source; None: no cache
-    runner: Callable[[Mapping[str, Any]], dict] | None = None,  # trains and measures one spec; a function of the library (workers import it by name); default `run_variant`
+    runner: Callable[[Mapping[str, Any]], dict] | None = None,  # trains and measures one spec: a function of the library (workers import it by name); default: run_variant
 ) -> list[dict[str, Any]]:
     "Run every spec (`run_variant` or `runner`), in `workers` processes of one thread each; results in the specs' order."
     import hashlib
