@@ -22,9 +22,9 @@ from .shapes_run import (SHAPES_MODEL, SHAPES_TRAIN, SHAPES_DATA, SHAPES_GUIDANC
 
 # %% auto #0
 __all__ = ['positive_int', 'non_negative_int', 'positive_float', 'finite_float', 'TRAIN_FLAGS', 'EDIT_VERBS', 'NOTEBOOKS',
-           'SHELL_BUILTINS', 'WORKFLOW_EVENTS', 'CommandParser', 'number_arg', 'run_name', 'png_path', 'train_command',
-           'sample_command', 'caption_command', 'edit_command', 'add_commands', 'run_command', 'notebook_map',
-           'read_subtitle', 'module_imports', 'notebook_number', 'import_graph', 'check_import_order',
+           'SHELL_BUILTINS', 'WORKFLOW_EVENTS', 'CommandParser', 'number_arg', 'run_name', 'png_path', 'train_threads',
+           'train_command', 'sample_command', 'caption_command', 'edit_command', 'add_commands', 'run_command',
+           'notebook_map', 'read_subtitle', 'module_imports', 'notebook_number', 'import_graph', 'check_import_order',
            'cell_directives', 'make_readme', 'check_readme', 'run_commands', 'command_problem', 'check_workflow',
            'main']
 
@@ -138,6 +138,14 @@ def _report_shapes(m: Mapping, out: Path) -> None:
           f'Fréchet (judge) {m["frechet_judge"]:.3f} (floor {m["frechet_judge_floor"]:.3f}); {m["total_seconds"]:.0f} s in all')
     print(f'wrote {out}/samples.png, {out}/captions.png, {out}/edits.png, {out}/metrics.json')
 
+# %% ../nbs/90_cli.ipynb #f4a0386c
+def train_threads(args: argparse.Namespace) -> int:
+    "Torch threads per process of `train`: `--threads`, else for the shapes run the cores this process may use shared among torchrun's processes (at most 2), else 1."
+    if exists(args.threads): return args.threads
+    if args.data != 'shapes': return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+    return max(1, min(2, cores // int(os.environ.get('WORLD_SIZE', '1'))))
+
 # %% ../nbs/90_cli.ipynb #755b0b8b
 def train_command(args: argparse.Namespace) -> int:
     "`transfusion-nb train`: train on the bundled digits (or `--data shapes`: the shapes world in VAE latents) and write runs/<name>/."
@@ -147,7 +155,7 @@ def train_command(args: argparse.Namespace) -> int:
     try: problem = _check_train(args, out, rank)
     except (OSError, ValueError) as e: return _fail('train', e)
     if exists(problem): return _fail('train', problem, 2)
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(train_threads(args))
     try:
         if rank == 0:
             print(f'training Transfusion on {"the shapes world (VAE latents)" if args.data == "shapes" else "the 8x8 digits"} -> {out}/')
@@ -295,8 +303,8 @@ def _add_train_parser(subparsers) -> None:
     t.add_argument('--eval-prompts', type=positive_int, help='shapes: fresh prompts per format and kind for the evaluation (default: 100)')
     t.add_argument('--no-eval', action='store_true', help='skip the evaluation')
     t.add_argument('--no-progress', action='store_true', help='no progress bar')
-    t.add_argument('--threads', type=positive_int, default=1, help='torch threads per process (default: %(default)s; the model is small: '
-                   'a second thread gains about 10%% on idle cores and loses much more on busy ones)')
+    t.add_argument('--threads', type=positive_int, help='torch threads per process (default: digits 1; shapes 2 on a machine with 2 free cores, '
+                   '1 per process under torchrun): a second thread gains 10 to 25%% on idle cores and loses much more on busy ones')
     t.set_defaults(run=train_command)
 
 # %% ../nbs/90_cli.ipynb #1f76c1b3

@@ -22,10 +22,10 @@ from .utils import exists, default, new_fig, show_images
 # %% auto #0
 __all__ = ['SCHEDULES', 'PREDICTIONS', 'PAPER_DIFFUSION_LOSS_WEIGHT', 'check_network_time', 'SinusoidalTimeEmbedding',
            'RandomFourierTimeEmbedding', 'plot_time_embedding', 'cosine_alpha_bar', 'make_betas', 'plot_schedules',
-           'Diffusion', 'DDPM', 'FlowMatching', 'plot_noising', 'transfusion_loss', 'plot_loss_weights', 'NoisedImages',
-           'noise_images', 'token_times', 'cfg_combine', 'guided', 'ddpm_timesteps', 'ddpm_ancestral_step', 'ddim_step',
-           'ddpm_sample_loop', 'euler_step', 'midpoint_step', 'flow_sample_loop', 'GaussianMixture', 'optimal_denoiser',
-           'plot_points', 'plot_trajectories']
+           'Diffusion', 'DDPM', 'FlowMatching', 'shift_noise', 'plot_noising', 'transfusion_loss', 'plot_loss_weights',
+           'NoisedImages', 'noise_images', 'token_times', 'cfg_combine', 'guided', 'ddpm_timesteps',
+           'ddpm_ancestral_step', 'ddim_step', 'ddpm_sample_loop', 'euler_step', 'midpoint_step', 'flow_sample_loop',
+           'GaussianMixture', 'optimal_denoiser', 'plot_points', 'plot_trajectories']
 
 # %% ../nbs/04_diffusion.ipynb #3407aca3
 def _is_int(v) -> bool: return isinstance(v, numbers.Integral) and not isinstance(v, bool)
@@ -515,8 +515,12 @@ class FlowMatching(Diffusion):
         method: str = 'midpoint',  # default solver: 'midpoint' (2 calls per step, as the reference) or 'euler'
         prediction: str = 'v',  # what the network predicts: 'v' (the reference), 'x' or 'eps'; the sampler converts to v
         min_scale: float = 0.05,  # clamp of sigma or alpha when an x or eps prediction is turned into a velocity
+        time_shift: float = 1.,  # s > 1 trains at noisier times: noise level s u / (1 + (s - 1) u) for u ~ U[0, 1) (1: uniform)
     ):
         super().__init__(cond_drop_prob, steps, method, prediction, min_scale)
+        if not (isinstance(time_shift, numbers.Real) and not isinstance(time_shift, bool) and math.isfinite(time_shift) and time_shift > 0):
+            raise ValueError(f'FlowMatching: time_shift must be a finite number > 0 (1: uniform times), got {time_shift!r}')
+        self.time_shift = float(time_shift)
 
 # %% ../nbs/04_diffusion.ipynb #08ddce4c
 @patch_to(FlowMatching)
@@ -525,12 +529,22 @@ def check_times(self, t: Tensor) -> Tensor:
     return check_network_time(t, 'flow matching times')
 
 # %% ../nbs/04_diffusion.ipynb #aab3ef54
+def shift_noise(
+    n: Tensor,  # noise levels in [0, 1] (0: clean, 1: pure noise)
+    shift: float,  # s > 0; s > 1 moves every level towards 1, s < 1 towards 0
+) -> Tensor:
+    "The time shift of Esser et al. (2024): `s n / (1 + (s - 1) n)`, a monotone map of [0, 1] onto itself (s = 1: the identity)."
+    return shift * n / (1 + (shift - 1) * n)
+
 @patch_to(FlowMatching)
 def sample_times(self, shape, *, generator=None, max_noise=None, device=None) -> Tensor:
-    "Uniform random tau in [1 - max_noise, 1) (in [0, 1) without a cap), one per image."
+    "Random tau, one per image: noise level `1 - tau` uniform below a cap `max_noise`; without a cap, uniform shifted by `time_shift`."
     shape = _as_shape(shape, 'FlowMatching.sample_times')
     cap = self._noise_cap(max_noise, shape, device)
-    return 1 - cap + cap * torch.rand(shape, generator=generator, device=device)
+    u = torch.rand(shape, generator=generator, device=device)
+    if self.time_shift == 1: return 1 - cap + cap * u   # uniform in [1 - cap, 1)
+    return 1 - torch.where(cap < 1, cap * u, shift_noise(u, self.time_shift))
+
 
 # %% ../nbs/04_diffusion.ipynb #68aeed53
 @patch_to(FlowMatching)
@@ -566,7 +580,8 @@ def _sample(self, call, x, steps, method, generator, **kwargs):
 
 @patch_to(FlowMatching)
 def extra_repr(self):
-    return f'steps={self.steps}, method={self.method!r}' + (f', prediction={self.prediction!r}' if self.prediction != 'v' else '')
+    return (f'steps={self.steps}, method={self.method!r}' + (f', prediction={self.prediction!r}' if self.prediction != 'v' else '')
+            + (f', time_shift={self.time_shift:g}' if self.time_shift != 1 else ''))
 
 # %% ../nbs/04_diffusion.ipynb #9cfa4890
 def plot_noising(

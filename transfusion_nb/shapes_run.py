@@ -38,8 +38,8 @@ __all__ = ['SHAPES_MODEL', 'SHAPES_TRAIN', 'SHAPES_DATA', 'SHAPES_GUIDANCE', 'SH
 
 # %% ../nbs/16_shapes_transfusion.ipynb #a38b8a8f
 SHAPES_MODEL: dict[str, Any] = dict(dim=96, depth=3, heads=4, dim_head=24, channels=4, image_size=(8, 8), patch_size=2,
-                                    patch_codec='unet', unet_hidden=32, diffusion='flow', max_noise_captioning=0.5,
-                                    cond_drop_prob=0.1, meta_tokens=True, max_image_size=16)
+                                    patch_codec='unet', unet_hidden=32, diffusion='flow', diffusion_kwargs=dict(time_shift=5.),
+                                    diffusion_loss_weight=5., max_noise_captioning=0.5, cond_drop_prob=0.1, meta_tokens=True, max_image_size=16)
 
 # %% ../nbs/16_shapes_transfusion.ipynb #b241ade5
 SHAPES_TRAIN: dict[str, Any] = dict(steps=6000, batch_size=32, lr=2e-3, warmup_steps=200, min_lr_ratio=0.1,
@@ -49,7 +49,7 @@ SHAPES_TRAIN: dict[str, Any] = dict(steps=6000, batch_size=32, lr=2e-3, warmup_s
 SHAPES_DATA: dict[str, Any] = dict(n_scenes=3000, p_text_to_image=0.5, p_caption=0.25, p_edit=0.25, data_seed=0)  # per format
 
 # %% ../nbs/16_shapes_transfusion.ipynb #5f938f20
-SHAPES_GUIDANCE: float = 2.0  # classifier-free guidance scale of the samples and the evaluation
+SHAPES_GUIDANCE: float = 3.0  # classifier-free guidance scale of the samples and the evaluation
 
 # %% ../nbs/16_shapes_transfusion.ipynb #9601c27d
 def shapes_model(
