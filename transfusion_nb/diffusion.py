@@ -528,7 +528,7 @@ def check_times(self, t: Tensor) -> Tensor:
     "Raise unless `t` is a float tensor in [0, 1]."
     return check_network_time(t, 'flow matching times')
 
-# %% ../nbs/04_diffusion.ipynb #aab3ef54
+# %% ../nbs/04_diffusion.ipynb #1a476157
 def shift_noise(
     n: Tensor,  # noise levels in [0, 1] (0: clean, 1: pure noise)
     shift: float,  # s > 0; s > 1 moves every level towards 1, s < 1 towards 0
@@ -536,6 +536,8 @@ def shift_noise(
     "The time shift of Esser et al. (2024): `s n / (1 + (s - 1) n)`, a monotone map of [0, 1] onto itself (s = 1: the identity)."
     return shift * n / (1 + (shift - 1) * n)
 
+
+# %% ../nbs/04_diffusion.ipynb #aab3ef54
 @patch_to(FlowMatching)
 def sample_times(self, shape, *, generator=None, max_noise=None, device=None) -> Tensor:
     "Random tau, one per image: noise level `1 - tau` uniform below a cap `max_noise`; without a cap, uniform shifted by `time_shift`."
