@@ -303,7 +303,7 @@ def _add_train_parser(subparsers) -> None:
     t.add_argument('--eval-prompts', type=positive_int, help='shapes: fresh prompts per format and kind for the evaluation (default: 100)')
     t.add_argument('--no-eval', action='store_true', help='skip the evaluation')
     t.add_argument('--no-progress', action='store_true', help='no progress bar')
-    t.add_argument('--threads', type=positive_int, help='torch threads per process (default: digits 1; shapes 2 on a machine with 2 free cores, '
+    t.add_argument('--threads', type=positive_int, help='torch threads per process (default: digits 1; shapes 2 where this process may use 2 cores, '
                    '1 per process under torchrun): a second thread gains 10 to 25%% on idle cores and loses much more on busy ones')
     t.set_defaults(run=train_command)
 

@@ -536,7 +536,6 @@ def shift_noise(
     "The time shift of Esser et al. (2024): `s n / (1 + (s - 1) n)`, a monotone map of [0, 1] onto itself (s = 1: the identity)."
     return shift * n / (1 + (shift - 1) * n)
 
-
 # %% ../nbs/04_diffusion.ipynb #aab3ef54
 @patch_to(FlowMatching)
 def sample_times(self, shape, *, generator=None, max_noise=None, device=None) -> Tensor:
@@ -546,7 +545,6 @@ def sample_times(self, shape, *, generator=None, max_noise=None, device=None) ->
     u = torch.rand(shape, generator=generator, device=device)
     if self.time_shift == 1: return 1 - cap + cap * u   # uniform in [1 - cap, 1)
     return 1 - torch.where(cap < 1, cap * u, shift_noise(u, self.time_shift))
-
 
 # %% ../nbs/04_diffusion.ipynb #68aeed53
 @patch_to(FlowMatching)
