@@ -518,9 +518,7 @@ class FlowMatching(Diffusion):
         time_shift: float = 1.,  # s > 1 trains at noisier times: noise level s u / (1 + (s - 1) u) for u ~ U[0, 1) (1: uniform)
     ):
         super().__init__(cond_drop_prob, steps, method, prediction, min_scale)
-        if not (isinstance(time_shift, numbers.Real) and not isinstance(time_shift, bool) and math.isfinite(time_shift) and time_shift > 0):
-            raise ValueError(f'FlowMatching: time_shift must be a finite number > 0 (1: uniform times), got {time_shift!r}')
-        self.time_shift = float(time_shift)
+        self.time_shift = float(_check_number(time_shift, 'time_shift', 'FlowMatching', 0, lo_open=True))
 
 # %% ../nbs/04_diffusion.ipynb #08ddce4c
 @patch_to(FlowMatching)
