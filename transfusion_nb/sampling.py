@@ -23,7 +23,7 @@ from .utils import default, exists
 
 # %% auto #0
 __all__ = ['MAX_FORWARD_TOKENS', 'MAX_SHAPE_CHARS', 'filter_logits', 'sample_next', 'DecodeState', 'ImageBlock', 'Phase',
-           'allowed_tokens', 'RowState']
+           'allowed_tokens', 'opening_tokens', 'RowState']
 
 # %% ../nbs/08_sampling.ipynb #a37f62ea
 # einops letters (see transfusion_nb.utils.EINOPS_GLOSSARY):
@@ -400,6 +400,15 @@ def allowed_tokens(vocab, # the model's Vocab
     ok[Phase.SHAPE, bois] = ok[Phase.SHAPE_FULL, bois] = True
     return ok
 
+# %% ../nbs/08_sampling.ipynb #6653218c
+def opening_tokens(vocab, # the model's Vocab
+                   meta_tokens:bool=True, # image blocks open with META and shape characters
+                  ) -> Tensor: # (v,) bool
+    "The tokens that open an image block, all a row may write first when its prompt's text is complete: META, or the BOIs without meta tokens."
+    ok = allowed_tokens(vocab, meta_tokens)[Phase.TEXT]
+    ok[:vocab.num_text] = False
+    return ok
+
 # %% ../nbs/08_sampling.ipynb #792d94e1
 @dataclass
 class RowState:
@@ -444,20 +453,23 @@ def generate(self:Transfusion,
              temperature:float=1., top_k:int|None=None, min_p:float|None=None,
              eos_id:int|None=None, # a row stops at this token (not included in the output)
              allow_images:bool=True, # False: text only (META and BOI are never sampled)
+             open_image:bool=False, # True: the prompts' text is complete; every row's first token opens an image block
              steps:int|None=None, guidance_scale:float=1., # for the images
              generator:torch.Generator|None=None, method:str|None=None, # randomness; the sampler (default: the objective's)
             ) -> list[list]: # per row, the generated items: text tensors and images
     "Free interleaved generation: text from the cache, an image by diffusion whenever a row writes BOI, batched."
     _check_decoding('generate', max_tokens, temperature, top_k, min_p, steps, guidance_scale)
+    if open_image and not allow_images: raise ValueError('generate: open_image=True needs allow_images=True (the first token opens an image block)')
     dev, filler = self.device, 0                                     # filler: the token fed to finished rows
     state, logits = self.prefill(prompts, extra=max_tokens)
     allowed = allowed_tokens(self.vocab, self.meta_tokens, allow_images).to(dev)
+    opening = opening_tokens(self.vocab, self.meta_tokens).to(dev)
     rows = [RowState() for _ in prompts]
-    for _ in range(max_tokens):
+    for step in range(max_tokens):
         if all(row.done for row in rows): break
-        # mask each row's logits to what its phase allows and sample the next token of every row
-        phases = torch.tensor([row.phase for row in rows], device=dev)
-        tokens = sample_next(logits.masked_fill(~allowed[phases], float('-inf')), temperature, top_k, min_p, generator)
+        # mask each row's logits to what its phase allows (at first, the opener only when asked) and sample every row's next token
+        ok = opening.expand(len(rows), -1) if open_image and step == 0 else allowed[torch.tensor([row.phase for row in rows], device=dev)]
+        tokens = sample_next(logits.masked_fill(~ok, float('-inf')), temperature, top_k, min_p, generator)
         tokens = torch.where(torch.tensor([row.done for row in rows], device=dev), filler, tokens)
         # move every unfinished row on by its token; rows that wrote BOI wait for their image, grouped by block
         blocks = {}
