@@ -19,7 +19,7 @@ from .utils import exists, default, seeded, new_fig, show_images
 from .data import WordTokenizer
 from .model import Transfusion
 import transfusion_nb.sampling  # attaches the generation methods to Transfusion
-from .sampling import RowState, allowed_tokens, sample_next
+from .sampling import RowState, allowed_tokens, opening_tokens, sample_next
 from .training import Trainer, TrainConfig, init_distributed, load_checkpoint, check_number
 from .digits import resume_settings, load_trained, _mean_last, READ_MAX_PIXELS
 from .shapes import (ATTRIBUTES, FORMATS, HELD_OUT, RENDERING, Scene, Description, caption, describe, parse_caption, sample_scenes,
@@ -28,12 +28,12 @@ from .autoencoder import ShapesVAE, shapes_vae, encode_latents, decode_latents
 from .ablations import causal_within_images
 
 # %% auto #0
-__all__ = ['SHAPES_MODEL', 'SHAPES_TRAIN', 'SHAPES_DATA', 'SHAPES_GUIDANCE', 'SHAPES_TARGETS', 'PIXEL_MODEL', 'SHAPES_VARIANTS',
-           'SHAPES_COMPARE', 'shapes_model', 'latent_shape', 'format_of', 'ShapesDocuments', 'shapes_trainer',
-           'text_to_image', 'edit_images', 'caption_latents', 'read_latents', 'attribute_scores', 'eval_prompts',
-           'evaluate_shapes', 'plot_pictures', 'write_run_grids', 'train_shapes', 'load_shapes', 'read_picture',
-           'shapes_targets_met', 'shapes_targets_report', 'ShapesPixels', 'run_shapes_variant', 'GenEvent',
-           'trace_generation', 'plot_token_strip', 'latent_rgb', 'plot_generation', 'generation_frames',
+__all__ = ['SHAPES_MODEL', 'SHAPES_TRAIN', 'SHAPES_DATA', 'SHAPES_GUIDANCE', 'CAPTION_START', 'SHAPES_TARGETS', 'PIXEL_MODEL',
+           'SHAPES_VARIANTS', 'SHAPES_COMPARE', 'shapes_model', 'latent_shape', 'format_of', 'ShapesDocuments',
+           'shapes_trainer', 'text_to_image', 'edit_images', 'caption_latents', 'read_latents', 'attribute_scores',
+           'eval_prompts', 'evaluate_shapes', 'plot_pictures', 'write_run_grids', 'train_shapes', 'load_shapes',
+           'read_picture', 'shapes_targets_met', 'shapes_targets_report', 'ShapesPixels', 'run_shapes_variant',
+           'GenEvent', 'trace_generation', 'plot_token_strip', 'latent_rgb', 'plot_generation', 'generation_frames',
            'plot_generation_step', 'animate_generation', 'shapes_prompt', 'plot_text_to_image', 'demo_model']
 
 # %% ../nbs/16_shapes_transfusion.ipynb #a38b8a8f
@@ -173,8 +173,8 @@ def text_to_image(
     steps: int | None = None,  # sampler steps (default: the model's)
     generator: torch.Generator | None = None,
 ) -> list[Tensor | None]:
-    "Per caption the latent `(c, y, x)` the model writes after it: it chooses the shape (META, shape tokens, BOI) itself; None if it wrote no image."
-    out = model.generate([[tokenizer.encode(c)] for c in captions], max_tokens=7, temperature=0., steps=steps,
+    "Per caption the latent `(c, y, x)` the model draws after it: it opens the image at once and chooses the shape (META, shape tokens, BOI) itself."
+    out = model.generate([[tokenizer.encode(c)] for c in captions], max_tokens=7, temperature=0., open_image=True, steps=steps,
                          guidance_scale=guidance_scale, generator=generator)
     return [next((x for x in row if x.is_floating_point()), None) for row in out]
 
@@ -185,21 +185,20 @@ def edit_images(
     instructions: Sequence[str],  # one instruction per picture, e.g. 'it turns blue'
     guidance_scale: float = SHAPES_GUIDANCE, steps: int | None = None, generator: torch.Generator | None = None,
 ) -> list[Tensor | None]:
-    "Per picture the latent the model writes after the picture and the instruction; None if it wrote no image."
+    "Per picture the latent the model draws after the picture and the instruction (the image opened at once, as in `text_to_image`)."
     if len(latents) != len(instructions): raise ValueError(f'edit_images: {len(latents)} pictures but {len(instructions)} instructions')
-    out = model.generate([[z, tokenizer.encode(t)] for z, t in zip(latents, instructions)], max_tokens=7, temperature=0.,
+    out = model.generate([[z, tokenizer.encode(t)] for z, t in zip(latents, instructions)], max_tokens=7, temperature=0., open_image=True,
                          steps=steps, guidance_scale=guidance_scale, generator=generator)
     return [next((x for x in row if x.is_floating_point()), None) for row in out]
 
 # %% ../nbs/16_shapes_transfusion.ipynb #dc46c870
+CAPTION_START = 'a'  # the first word of every caption: with it after a picture, the model writes a caption, not an instruction
+
 def caption_latents(model: nn.Module, tokenizer: WordTokenizer, latents: Sequence[Tensor], max_tokens: int = 16) -> list[str]:
-    "The caption the model writes (greedy, up to `<eos>`) for each latent `(c, y, x)`, batched by shape."
-    out, groups = [None] * len(latents), {}
-    for i, z in enumerate(latents): groups.setdefault(tuple(z.shape), []).append(i)
-    for idx in groups.values():
-        ids = model.caption(torch.stack([latents[i] for i in idx]), max_tokens=max_tokens, eos_id=tokenizer.eos_id)
-        for i, t in zip(idx, ids): out[i] = tokenizer.decode(t.cpu())
-    return out
+    "The caption the model writes (greedy, up to `<eos>`) for each latent `(c, y, x)`, prompted with the picture and `CAPTION_START`."
+    start = tokenizer.encode(CAPTION_START)
+    out = model.generate([[z, start] for z in latents], max_tokens=max_tokens, temperature=0., eos_id=tokenizer.eos_id, allow_images=False)
+    return [' '.join([CAPTION_START] + [tokenizer.decode(t.cpu()) for t in row]) for row in out]
 
 # %% ../nbs/16_shapes_transfusion.ipynb #77b7e8d4
 def read_latents(judge: nn.Module, vae: ShapesVAE, latents: Sequence[Tensor | None]) -> list[Description | None]:
@@ -525,7 +524,7 @@ def trace_generation(
     prompt: list,  # one sample to continue: 1-D text ids and latents (c, y, x), as for generate
     tokenizer: WordTokenizer | None = None,  # names the words (default: their ids)
     decode: Callable[[Tensor], Tensor] | None = None,  # latent (c, y, x) -> picture (1 or 3, Y, X) in [-1, 1]; None: the latent itself
-    max_tokens: int = 32, temperature: float = 0., eos_id: int | None = None,  # as in generate
+    max_tokens: int = 32, temperature: float = 0., eos_id: int | None = None, open_image: bool = False,  # as in generate
     steps: int | None = None, guidance_scale: float = 1., generator: torch.Generator | None = None,
 ) -> list[GenEvent]:
     "`generate` for one row, every moment recorded: the prompt, each token, BOI, each denoising step, EOI, text again."
@@ -535,9 +534,11 @@ def trace_generation(
         else: events += [_token_event(model, int(t), tokenizer, 'prompt') for t in x]
     state, logits = model.prefill([prompt], extra=max_tokens)
     allowed, row = allowed_tokens(model.vocab, model.meta_tokens).to(model.device), RowState()
-    for _ in range(max_tokens):
+    opening = opening_tokens(model.vocab, model.meta_tokens).to(model.device)  # what open_image allows first
+    for step in range(max_tokens):
         # the next token, among those the row's phase allows (text or META; shape characters; BOI)
-        t = int(sample_next(logits.masked_fill(~allowed[row.phase], float('-inf')), temperature, generator=generator)[0])
+        ok = opening if open_image and step == 0 else allowed[row.phase]
+        t = int(sample_next(logits.masked_fill(~ok, float('-inf')), temperature, generator=generator)[0])
         block = model.advance_row(row, t, eos_id)
         events.append(GenEvent('eos', '<eos>') if row.done else _token_event(model, t, tokenizer))
         if row.done: break
