@@ -173,7 +173,7 @@ def text_to_image(
     steps: int | None = None,  # sampler steps (default: the model's)
     generator: torch.Generator | None = None,
 ) -> list[Tensor | None]:
-    "Per caption the latent `(c, y, x)` the model draws after it: it opens the image at once and chooses the shape (META, shape tokens, BOI) itself."
+    "Per caption the latent `(c, y, x)` the model draws after it: it opens the image at once and chooses the shape (META, shape tokens, BOI) itself; None if it wrote no image."
     out = model.generate([[tokenizer.encode(c)] for c in captions], max_tokens=7, temperature=0., open_image=True, steps=steps,
                          guidance_scale=guidance_scale, generator=generator)
     return [next((x for x in row if x.is_floating_point()), None) for row in out]
@@ -185,7 +185,7 @@ def edit_images(
     instructions: Sequence[str],  # one instruction per picture, e.g. 'it turns blue'
     guidance_scale: float = SHAPES_GUIDANCE, steps: int | None = None, generator: torch.Generator | None = None,
 ) -> list[Tensor | None]:
-    "Per picture the latent the model draws after the picture and the instruction (the image opened at once, as in `text_to_image`)."
+    "Per picture the latent the model draws after the picture and the instruction (the image opened at once, as in `text_to_image`); None if it wrote no image."
     if len(latents) != len(instructions): raise ValueError(f'edit_images: {len(latents)} pictures but {len(instructions)} instructions')
     out = model.generate([[z, tokenizer.encode(t)] for z, t in zip(latents, instructions)], max_tokens=7, temperature=0., open_image=True,
                          steps=steps, guidance_scale=guidance_scale, generator=generator)
