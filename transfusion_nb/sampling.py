@@ -417,7 +417,8 @@ class RowState:
     chars:list[int]=field(default_factory=list) # shape character ids of the opener being written
     text:list[int]=field(default_factory=list) # text ids since the last image
     items:list=field(default_factory=list) # what the row has written: text tensors and images
-    done:bool=False # the row wrote `eos_id`
+    images:int=0 # how many of the items are images
+    done:bool=False # the row wrote `eos_id`, or its last image (`max_images`)
 
     def flush_text(self, device=None):
         "Close the text written since the last image into one item."
@@ -454,12 +455,14 @@ def generate(self:Transfusion,
              eos_id:int|None=None, # a row stops at this token (not included in the output)
              allow_images:bool=True, # False: text only (META and BOI are never sampled)
              open_image:bool=False, # True: the prompts' text is complete; every row's first token opens an image block
+             max_images:int|None=None, # a row is finished once it has written this many images (None: no limit)
              steps:int|None=None, guidance_scale:float=1., # for the images
              generator:torch.Generator|None=None, method:str|None=None, # randomness; the sampler (default: the objective's)
             ) -> list[list]: # per row, the generated items: text tensors and images
     "Free interleaved generation: text from the cache, an image by diffusion whenever a row writes BOI, batched."
     _check_decoding('generate', max_tokens, temperature, top_k, min_p, steps, guidance_scale)
     if open_image and not allow_images: raise ValueError('generate: open_image=True needs allow_images=True (the first token opens an image block)')
+    if max_images is not None: _check_int('generate', 'max_images', max_images)
     dev, filler = self.device, 0                                     # filler: the token fed to finished rows
     state, logits = self.prefill(prompts, extra=max_tokens)
     allowed = allowed_tokens(self.vocab, self.meta_tokens, allow_images).to(dev)
@@ -485,6 +488,8 @@ def generate(self:Transfusion,
             for r, img in zip(rs, images):
                 rows[r].flush_text(dev)
                 rows[r].items.append(img if self.num_types == 1 else (typ, img))
+                rows[r].images += 1
+                if exists(max_images) and rows[r].images >= max_images: rows[r].done = True
     for row in rows: row.flush_text(dev)
     return [row.items for row in rows]
 
