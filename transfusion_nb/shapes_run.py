@@ -32,9 +32,10 @@ __all__ = ['SHAPES_MODEL', 'SHAPES_TRAIN', 'SHAPES_DATA', 'SHAPES_GUIDANCE', 'CA
            'SHAPES_VARIANTS', 'SHAPES_COMPARE', 'shapes_model', 'latent_shape', 'format_of', 'ShapesDocuments',
            'shapes_trainer', 'text_to_image', 'edit_images', 'caption_latents', 'read_latents', 'attribute_scores',
            'eval_prompts', 'evaluate_shapes', 'plot_pictures', 'write_run_grids', 'train_shapes', 'load_shapes',
-           'read_picture', 'shapes_targets_met', 'shapes_targets_report', 'ShapesPixels', 'run_shapes_variant',
-           'GenEvent', 'trace_generation', 'plot_token_strip', 'latent_rgb', 'plot_generation', 'generation_frames',
-           'plot_generation_step', 'animate_generation', 'shapes_prompt', 'plot_text_to_image', 'demo_model']
+           'run_edit_captions', 'read_picture', 'shapes_targets_met', 'shapes_targets_report', 'ShapesPixels',
+           'run_shapes_variant', 'GenEvent', 'trace_generation', 'plot_token_strip', 'latent_rgb', 'plot_generation',
+           'generation_frames', 'plot_generation_step', 'animate_generation', 'shapes_prompt', 'plot_text_to_image',
+           'demo_model']
 
 # %% ../nbs/16_shapes_transfusion.ipynb #a38b8a8f
 SHAPES_MODEL: dict[str, Any] = dict(dim=96, depth=3, heads=4, dim_head=24, channels=4, image_size=(8, 8), patch_size=2,
@@ -42,11 +43,11 @@ SHAPES_MODEL: dict[str, Any] = dict(dim=96, depth=3, heads=4, dim_head=24, chann
                                     diffusion_loss_weight=5., max_noise_captioning=0.5, cond_drop_prob=0.1, meta_tokens=True, max_image_size=16)
 
 # %% ../nbs/16_shapes_transfusion.ipynb #b241ade5
-SHAPES_TRAIN: dict[str, Any] = dict(steps=6000, batch_size=32, lr=2e-3, warmup_steps=200, min_lr_ratio=0.1,
+SHAPES_TRAIN: dict[str, Any] = dict(steps=6000, batch_size=24, lr=2e-3, warmup_steps=200, min_lr_ratio=0.1,
                                     grad_clip=1.0, ema_beta=0.998, weight_decay=0.01, sample_every=1000, log_every=10)
 
 # %% ../nbs/16_shapes_transfusion.ipynb #10f80dcb
-SHAPES_DATA: dict[str, Any] = dict(n_scenes=3000, p_text_to_image=0.5, p_caption=0.25, p_edit=0.25, data_seed=0)  # per format
+SHAPES_DATA: dict[str, Any] = dict(n_scenes=3000, p_text_to_image=0.15, p_caption=0.05, p_edit=0.8, edit_captions=True, data_seed=0)  # n_scenes: per format
 
 # %% ../nbs/16_shapes_transfusion.ipynb #5f938f20
 SHAPES_GUIDANCE: float = 3.0  # classifier-free guidance scale of the samples and the evaluation
@@ -79,14 +80,15 @@ def _encode_scenes(vae: ShapesVAE, scenes: Sequence[Scene], batch: int = 500) ->
 
 # %% ../nbs/16_shapes_transfusion.ipynb #e8edd883
 class ShapesDocuments:
-    "Documents from VAE latents: caption -> image, image -> caption <eos>, image -> instruction -> image; kinds drawn per epoch."
+    "Documents from VAE latents: caption -> image, image -> caption <eos>, image -> instruction (-> caption) -> image; kinds drawn per epoch."
     kinds = ('text_to_image', 'caption', 'edit')
     def __init__(self, vae: ShapesVAE, n_scenes: int = 3000, p_text_to_image: float = .5, p_caption: float = .25, p_edit: float = .25,
+                 edit_captions: bool = True,  # an edit document says what the edited picture shows (its caption) before it
                  data_seed: int = 0, tokenizer: WordTokenizer | None = None):
         check_number('ShapesDocuments: n_scenes', n_scenes, lo=1, integer=True)
         p = np.array([p_text_to_image, p_caption, p_edit], dtype=np.float64)
         if (p < 0).any() or not math.isclose(p.sum(), 1): raise ValueError(f'ShapesDocuments: the three probabilities must sum to 1, got {p.tolist()}')
-        self.p, self.seed, self.tokenizer = p, data_seed, default(tokenizer, shapes_tokenizer)
+        self.p, self.seed, self.tokenizer, self.edit_captions = p, data_seed, default(tokenizer, shapes_tokenizer), bool(edit_captions)
         self.docs, self.latents, self.edited = [], [], []
         for k, fmt in enumerate(FORMATS):  # scenes of the train split; an edit that makes a held-out pair is left out
             docs = edit_documents(n_scenes, seed=10**6 * (data_seed + 1) + k, fmt=fmt, split='train')
@@ -110,11 +112,11 @@ def set_epoch(self, epoch: int) -> None:
 @patch_to(ShapesDocuments)
 def __getitem__(self, i: int) -> list:
     "Document `i` of the current epoch: a list of text ids and latents."
-    scene, instruction, _ = self.docs[i]
+    scene, instruction, after = self.docs[i]
     enc, z = self.tokenizer.encode, self.latents[i]
     if self.kind[i] == 0: return [enc(caption(scene)), z]
     if self.kind[i] == 1: return [z, enc(caption(scene), eos=True)]
-    return [z, enc(instruction), self.edited[i]]
+    return [z, enc(f'{instruction} {caption(after)}' if self.edit_captions else instruction), self.edited[i]]
 
 # %% ../nbs/16_shapes_transfusion.ipynb #47ac4dba
 _SAMPLE_CAPTIONS = ('a square picture of a large red circle at the top left', 'a wide picture of a small blue triangle at the bottom right',
@@ -184,12 +186,26 @@ def edit_images(
     latents: Sequence[Tensor],  # the pictures to edit, as latents (c, y, x)
     instructions: Sequence[str],  # one instruction per picture, e.g. 'it turns blue'
     guidance_scale: float = SHAPES_GUIDANCE, steps: int | None = None, generator: torch.Generator | None = None,
-) -> list[Tensor | None]:
-    "Per picture the latent the model draws after the picture and the instruction (the image opened at once, as in `text_to_image`); None if it wrote no image."
+    caption_first: bool = True,  # the model writes the edited picture's caption, then draws it (a run trained with edit_captions)
+    return_text: bool = False,  # also return the caption each row wrote ('' without caption_first)
+    max_tokens: int = 24,  # caption_first: words of the caption at most; a row that has not opened the picture by then is made to
+) -> list[Tensor | None] | tuple[list[Tensor | None], list[str]]:
+    "Per picture the latent the model draws after the picture and the instruction (with `caption_first`, after the caption it writes)."
     if len(latents) != len(instructions): raise ValueError(f'edit_images: {len(latents)} pictures but {len(instructions)} instructions')
-    out = model.generate([[z, tokenizer.encode(t)] for z, t in zip(latents, instructions)], max_tokens=7, temperature=0., open_image=True,
-                         steps=steps, guidance_scale=guidance_scale, generator=generator)
-    return [next((x for x in row if x.is_floating_point()), None) for row in out]
+    kw = dict(temperature=0., steps=steps, guidance_scale=guidance_scale, generator=generator)
+    prompts = [[z, tokenizer.encode(f'{t} {CAPTION_START}' if caption_first else t)] for z, t in zip(latents, instructions)]
+    texts = [[] for _ in prompts]  # what each row wrote before its picture
+    z = [None] * len(prompts)
+    if caption_first:  # the caption's first word ends the instruction (it could go on: 'moves to the top' ... 'left')
+        for r, row in enumerate(model.generate(prompts, max_tokens=max_tokens, max_images=1, **kw)):
+            texts[r] = [x for x in row if not x.is_floating_point()]
+            z[r] = next((x for x in row if x.is_floating_point()), None)
+    rest = [r for r, x in enumerate(z) if x is None]  # rows still without a picture open it right after what they have written
+    if rest:
+        out = model.generate([prompts[r] + texts[r] for r in rest], max_tokens=7, open_image=True, **kw)
+        for r, row in zip(rest, out): z[r] = next((x for x in row if x.is_floating_point()), None)
+    if not return_text: return z
+    return z, [' '.join([CAPTION_START] + [tokenizer.decode(x.cpu()) for x in t]) if caption_first else '' for t in texts]
 
 # %% ../nbs/16_shapes_transfusion.ipynb #dc46c870
 CAPTION_START = 'a'  # the first word of every caption: with it after a picture, the model writes a caption, not an instruction
@@ -264,23 +280,30 @@ def _frechet(judge, vae, scenes: Sequence[Scene], latents: Sequence[Tensor | Non
     fake = decode_latents(vae, torch.stack([latents[i] for i in idx]))
     return {'frechet_judge': judge_frechet(judge, fake, real), 'frechet_judge_floor': judge_frechet(judge, again, real)}
 
+# %% ../nbs/16_shapes_transfusion.ipynb #8e104a84
+def _caption_right(text: str, scene: Scene) -> bool:
+    "Whether a caption says what `scene` shows (in any order of its words the grammar allows); an unreadable caption is wrong."
+    try: return caption(parse_caption(text).canonical()) == caption(describe(scene).canonical())
+    except ValueError: return False
+
 # %% ../nbs/16_shapes_transfusion.ipynb #6695842d
-def _caption_and_edit_scores(model, tokenizer, vae, judge, n, seed, guidance_scale, steps, generator) -> tuple[dict, dict]:
-    "Captioning of fresh one- and two-object pictures, and edits of fresh pictures, judged; and what was made."
+def _caption_and_edit_scores(model, tokenizer, vae, judge, n, seed, guidance_scale, steps, generator, caption_first=True) -> tuple[dict, dict]:
+    "Captioning of fresh one- and two-object pictures, and edits of fresh pictures (in all, and by objects), judged; and what was made."
     m, made = {}, {}
     for kind, k in (('captioning_exact', 1), ('captioning_exact_two_object', 2)):
         scenes = [s for j, f in enumerate(FORMATS) for s in sample_scenes(n, seed=10**7 * (seed + 2) + 10 * j + k, fmt=f, n_objects=k, split='train')]
         said = caption_latents(model, tokenizer, [encode_latents(vae, render([s]))[0] for s in scenes])
-        def right(text, s):
-            try: return caption(parse_caption(text).canonical()) == caption(describe(s).canonical())
-            except ValueError: return False
-        m[kind] = float(np.mean([right(t, s) for t, s in zip(said, scenes)])); made[kind] = (scenes, said)
+        m[kind] = float(np.mean([_caption_right(t, s) for t, s in zip(said, scenes)])); made[kind] = (scenes, said)
     docs = [d for j, f in enumerate(FORMATS) for d in edit_documents(n, seed=10**7 * (seed + 3) + j, fmt=f, split='train')]
-    z = edit_images(model, tokenizer, [encode_latents(vae, render([b]))[0] for b, _, _ in docs], [t for _, t, _ in docs],
-                    guidance_scale, steps, generator)
+    z, said = edit_images(model, tokenizer, [encode_latents(vae, render([b]))[0] for b, _, _ in docs], [t for _, t, _ in docs],
+                          guidance_scale, steps, generator, caption_first, return_text=True)
     read = read_latents(judge, vae, z)
-    m['edit_accuracy'] = float(np.mean([exists(r) and caption(r) == caption(describe(a).canonical()) for r, (_, _, a) in zip(read, docs)]))
-    made['edits'] = (docs, z)
+    ok = np.array([exists(r) and caption(r) == caption(describe(a).canonical()) for r, (_, _, a) in zip(read, docs)])
+    two = np.array([len(b.objs) == 2 for b, _, _ in docs])
+    share = lambda sel: float(ok[sel].mean()) if sel.any() else float('nan')
+    m.update(edit_accuracy=float(ok.mean()), edit_accuracy_one_object=share(~two), edit_accuracy_two_object=share(two))
+    if caption_first: m['edit_caption_exact'] = float(np.mean([_caption_right(t, a) for t, (_, _, a) in zip(said, docs)]))
+    made['edits'] = (docs, z, said)
     return m, made
 
 # %% ../nbs/16_shapes_transfusion.ipynb #c8049172
@@ -292,6 +315,7 @@ def evaluate_shapes(
     guidance_scale: float = SHAPES_GUIDANCE,
     seed: int = 0,  # seeds the prompts and the noise
     steps: int | None = None,  # sampler steps (default: the model's)
+    edit_captions: bool = True,  # the model was trained to caption an edit before drawing it (ShapesDocuments)
 ) -> tuple[dict, dict]:
     "`(metrics, made)`: a shapes model judged on freshly rendered prompts (text-to-image, captions, edits, Fréchet), and what it made."
     vae, judge = default(vae, shapes_vae), default(judge, shapes_judge)
@@ -300,7 +324,7 @@ def evaluate_shapes(
         prompts = eval_prompts(n, seed)
         m, made = _text_to_image_scores(model, tokenizer, vae, judge, prompts, guidance_scale, steps, g)
         m.update(_frechet(judge, vae, prompts['one_object'], made['one_object'], seed))
-        m2, made2 = _caption_and_edit_scores(model, tokenizer, vae, judge, n, seed, guidance_scale, steps, g)
+        m2, made2 = _caption_and_edit_scores(model, tokenizer, vae, judge, n, seed, guidance_scale, steps, g, edit_captions)
     m.update(m2, eval_seconds=time.perf_counter() - t0, eval_prompts_per_format=n, guidance_scale=guidance_scale)
     return m, {**made, **made2, 'prompts': prompts}
 
@@ -332,16 +356,16 @@ def _save(axs, path: Path) -> Path:
 
 # %% ../nbs/16_shapes_transfusion.ipynb #54f5d642
 def write_run_grids(out: Path, vae: ShapesVAE, made: Mapping, k: int = 12) -> list[Path]:
-    "samples.png (text-to-image), captions.png (pictures under the captions the model wrote), edits.png (before, after) in `out`."
+    "samples.png (text-to-image), captions.png (pictures under the captions the model wrote), edits.png (before, after under the instruction and the caption the model wrote) in `out`."
     pick = lambda n: list(range(0, n, max(1, n // k)))[:k]  # spread over both formats
     scenes, z = made['prompts']['one_object'], made['one_object']; idx = pick(len(scenes))
     pics = [decode_latents(vae, z[i][None])[0] if exists(z[i]) else None for i in idx]
     paths = [_save(plot_pictures(pics, [caption(scenes[i]) for i in idx]), out / 'samples.png')]
     scenes, said = made['captioning_exact']; idx = pick(len(scenes))
     paths.append(_save(plot_pictures([render([scenes[i]])[0] for i in idx], [f'"{said[i]}"' for i in idx]), out / 'captions.png'))
-    docs, z = made['edits']; idx = pick(len(docs))[:6]
+    docs, z, said = made['edits']; idx = pick(len(docs))[:6]
     pics = [p for i in idx for p in (render([docs[i][0]])[0], decode_latents(vae, z[i][None])[0] if exists(z[i]) else None)]
-    titles = [t for i in idx for t in (caption(docs[i][0]), '-> ' + docs[i][1])]
+    titles = [t for i in idx for t in (caption(docs[i][0]), f'-> {docs[i][1]}' + (f': "{said[i]}"' if said[i] else ''))]
     paths.append(_save(plot_pictures(pics, titles, ncols=4), out / 'edits.png'))
     return paths
 
@@ -373,7 +397,8 @@ def train_shapes(
                'final_text_loss': _mean_last(h, 'text'), 'final_image_loss': _mean_last(h, 'image'),
                'parameters': sum(p.numel() for p in trainer.model.parameters())}
     if evaluate and trainer.is_main:
-        m, made = evaluate_shapes(trainer.ema.model.eval(), trainer.data.tokenizer, vae, judge, n=eval_n, seed=trainer.config.seed)
+        m, made = evaluate_shapes(trainer.ema.model.eval(), trainer.data.tokenizer, vae, judge, n=eval_n, seed=trainer.config.seed,
+                                  edit_captions=trainer.data.edit_captions)
         metrics.update(m)
         if exists(out): write_run_grids(out, vae, made)
     metrics.update(total_seconds=time.perf_counter() - t0, config=asdict(trainer.config), model_config=trainer.model.config)
@@ -395,6 +420,11 @@ def load_shapes(
         raise ValueError(f'{path} was trained on the latents of a VAE with scale {want!r}, but the cached VAE has scale {float(vae.scale):.6g}; '
                          'its pictures would decode wrongly: retrain the run or restore that VAE')
     return model, tok, ckpt, vae
+
+# %% ../nbs/16_shapes_transfusion.ipynb #200cdb0c
+def run_edit_captions(ckpt: Mapping) -> bool:
+    "Whether a shapes checkpoint's edit documents captioned the edited picture before it (`ShapesDocuments(edit_captions=...)`); runs from before the option did not."
+    return bool(((ckpt.get('extra') or {}).get('data_settings') or {}).get('edit_captions', False))
 
 # %% ../nbs/16_shapes_transfusion.ipynb #dffba6a7
 def read_picture(
@@ -487,7 +517,7 @@ def run_shapes_variant(
             with seeded(seed) as g: z = text_to_image(model, tok, [caption(s) for s in prompts], w, None, g)
             sc = attribute_scores(read_latents(judge, vae, z), truth)
             out.update({f'{k}@{w:g}': v for k, v in sc['per_attribute'].items()}, **{f'all_correct@{w:g}': sc['all_correct']})
-        with seeded(seed) as g: m, _ = _caption_and_edit_scores(model, tok, vae, judge, n, seed, SHAPES_GUIDANCE, None, g)
+        with seeded(seed) as g: m, _ = _caption_and_edit_scores(model, tok, vae, judge, n, seed, SHAPES_GUIDANCE, None, g, tr.data.edit_captions)
         out.update(m, seconds=time.perf_counter() - t0)
         return out
     finally: torch.set_num_threads(threads)
