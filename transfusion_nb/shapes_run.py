@@ -188,9 +188,9 @@ def edit_images(
     guidance_scale: float = SHAPES_GUIDANCE, steps: int | None = None, generator: torch.Generator | None = None,
     caption_first: bool = True,  # the model writes the edited picture's caption, then draws it (a run trained with edit_captions)
     return_text: bool = False,  # also return the caption each row wrote ('' without caption_first)
-    max_tokens: int = 24,  # caption_first: words of the caption at most; a row that has not opened the picture by then is made to
+    max_tokens: int = 24,  # caption_first: tokens a row may write before its picture; one that has not opened it by then is made to open it
 ) -> list[Tensor | None] | tuple[list[Tensor | None], list[str]]:
-    "Per picture the latent the model draws after the picture and the instruction (with `caption_first`, after the caption it writes)."
+    "Per picture the latent the model draws after the picture and the instruction (with `caption_first`, after the caption it writes); None if it wrote none."
     if len(latents) != len(instructions): raise ValueError(f'edit_images: {len(latents)} pictures but {len(instructions)} instructions')
     kw = dict(temperature=0., steps=steps, guidance_scale=guidance_scale, generator=generator)
     prompts = [[z, tokenizer.encode(f'{t} {CAPTION_START}' if caption_first else t)] for z, t in zip(latents, instructions)]
