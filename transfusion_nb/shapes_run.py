@@ -30,9 +30,9 @@ from .ablations import causal_within_images
 # %% auto #0
 __all__ = ['SHAPES_MODEL', 'SHAPES_TRAIN', 'SHAPES_DATA', 'SHAPES_GUIDANCE', 'CAPTION_START', 'SHAPES_TARGETS', 'PIXEL_MODEL',
            'SHAPES_VARIANTS', 'SHAPES_COMPARE', 'shapes_model', 'latent_shape', 'format_of', 'ShapesDocuments',
-           'shapes_trainer', 'text_to_image', 'edit_images', 'caption_latents', 'read_latents', 'attribute_scores',
-           'eval_prompts', 'evaluate_shapes', 'plot_pictures', 'write_run_grids', 'train_shapes', 'load_shapes',
-           'run_edit_captions', 'read_picture', 'shapes_targets_met', 'shapes_targets_report', 'ShapesPixels',
+           'run_edit_captions', 'shapes_trainer', 'text_to_image', 'edit_images', 'caption_latents', 'read_latents',
+           'attribute_scores', 'eval_prompts', 'evaluate_shapes', 'plot_pictures', 'write_run_grids', 'train_shapes',
+           'load_shapes', 'read_picture', 'shapes_targets_met', 'shapes_targets_report', 'ShapesPixels',
            'run_shapes_variant', 'GenEvent', 'trace_generation', 'plot_token_strip', 'latent_rgb', 'plot_generation',
            'generation_frames', 'plot_generation_step', 'animate_generation', 'shapes_prompt', 'plot_text_to_image',
            'demo_model']
@@ -135,6 +135,11 @@ def _shapes_sample_fn(tokenizer: WordTokenizer, vae: ShapesVAE):
         return torch.stack(pics), [c.replace('a square picture of ', '[sq] ').replace('a wide picture of ', '[wide] ') for c in _SAMPLE_CAPTIONS]
     return sample
 
+# %% ../nbs/16_shapes_transfusion.ipynb #200cdb0c
+def run_edit_captions(ckpt: Mapping) -> bool:
+    "Whether a shapes checkpoint's edit documents captioned the edited picture before it (`ShapesDocuments(edit_captions=...)`); runs from before the option did not."
+    return bool(((ckpt.get('extra') or {}).get('data_settings') or {}).get('edit_captions', False))
+
 # %% ../nbs/16_shapes_transfusion.ipynb #4b56ab51
 def shapes_trainer(
     out_dir: str | Path | None = None,  # the run folder (checkpoint, sample grids); None: write nothing
@@ -151,7 +156,8 @@ def shapes_trainer(
     vae, out = default(vae, shapes_vae), (Path(out_dir) if exists(out_dir) else None)
     ckpt_path = out / 'checkpoint.pt' if exists(out) else None
     ckpt = load_checkpoint(ckpt_path) if resume and exists(ckpt_path) and ckpt_path.exists() else None
-    data_cfg = {**SHAPES_DATA, **default(data_overrides, {})} if ckpt is None else ckpt['extra']['data_settings']
+    data_cfg = ({**SHAPES_DATA, **default(data_overrides, {})} if ckpt is None  # a resumed run keeps its documents, captioned edits or not
+                else {**ckpt['extra']['data_settings'], 'edit_captions': run_edit_captions(ckpt)})
     ds = ShapesDocuments(vae, **data_cfg)
     kwargs = dict(out_dir=out, sample_fn=_shapes_sample_fn(ds.tokenizer, vae), device=device,
                   extra={'tokenizer_words': list(ds.tokenizer.words), 'data': 'shapes', 'data_settings': data_cfg,
@@ -420,11 +426,6 @@ def load_shapes(
         raise ValueError(f'{path} was trained on the latents of a VAE with scale {want!r}, but the cached VAE has scale {float(vae.scale):.6g}; '
                          'its pictures would decode wrongly: retrain the run or restore that VAE')
     return model, tok, ckpt, vae
-
-# %% ../nbs/16_shapes_transfusion.ipynb #200cdb0c
-def run_edit_captions(ckpt: Mapping) -> bool:
-    "Whether a shapes checkpoint's edit documents captioned the edited picture before it (`ShapesDocuments(edit_captions=...)`); runs from before the option did not."
-    return bool(((ckpt.get('extra') or {}).get('data_settings') or {}).get('edit_captions', False))
 
 # %% ../nbs/16_shapes_transfusion.ipynb #dffba6a7
 def read_picture(
