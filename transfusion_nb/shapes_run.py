@@ -47,7 +47,8 @@ SHAPES_TRAIN: dict[str, Any] = dict(steps=6000, batch_size=24, lr=2e-3, warmup_s
                                     grad_clip=1.0, ema_beta=0.998, weight_decay=0.01, sample_every=1000, log_every=10)
 
 # %% ../nbs/16_shapes_transfusion.ipynb #10f80dcb
-SHAPES_DATA: dict[str, Any] = dict(n_scenes=3000, p_text_to_image=0.15, p_caption=0.05, p_edit=0.8, edit_captions=True, data_seed=0)  # n_scenes: per format
+SHAPES_DATA: dict[str, Any] = dict(n_scenes=8000, p_text_to_image=0.15, p_caption=0.05, p_edit=0.8, edit_captions=True,
+                                   canonical_captions=True, data_seed=0)  # n_scenes: per format
 
 # %% ../nbs/16_shapes_transfusion.ipynb #5f938f20
 SHAPES_GUIDANCE: float = 3.0  # classifier-free guidance scale of the samples and the evaluation
@@ -84,11 +85,13 @@ class ShapesDocuments:
     kinds = ('text_to_image', 'caption', 'edit')
     def __init__(self, vae: ShapesVAE, n_scenes: int = 3000, p_text_to_image: float = .5, p_caption: float = .25, p_edit: float = .25,
                  edit_captions: bool = True,  # an edit document says what the edited picture shows (its caption) before it
+                 canonical_captions: bool = True,  # the captions the model writes name two objects left to right or top to bottom
                  data_seed: int = 0, tokenizer: WordTokenizer | None = None):
         check_number('ShapesDocuments: n_scenes', n_scenes, lo=1, integer=True)
         p = np.array([p_text_to_image, p_caption, p_edit], dtype=np.float64)
         if (p < 0).any() or not math.isclose(p.sum(), 1): raise ValueError(f'ShapesDocuments: the three probabilities must sum to 1, got {p.tolist()}')
-        self.p, self.seed, self.tokenizer, self.edit_captions = p, data_seed, default(tokenizer, shapes_tokenizer), bool(edit_captions)
+        self.p, self.seed, self.tokenizer = p, data_seed, default(tokenizer, shapes_tokenizer)
+        self.edit_captions, self.canonical_captions = bool(edit_captions), bool(canonical_captions)
         self.docs, self.latents, self.edited = [], [], []
         for k, fmt in enumerate(FORMATS):  # scenes of the train split; an edit that makes a held-out pair is left out
             docs = edit_documents(n_scenes, seed=10**6 * (data_seed + 1) + k, fmt=fmt, split='train')
@@ -114,9 +117,10 @@ def __getitem__(self, i: int) -> list:
     "Document `i` of the current epoch: a list of text ids and latents."
     scene, instruction, after = self.docs[i]
     enc, z = self.tokenizer.encode, self.latents[i]
-    if self.kind[i] == 0: return [enc(caption(scene)), z]
-    if self.kind[i] == 1: return [z, enc(caption(scene), eos=True)]
-    return [z, enc(f'{instruction} {caption(after)}' if self.edit_captions else instruction), self.edited[i]]
+    said = lambda s: caption(describe(s).canonical() if self.canonical_captions else s)  # a caption the model writes
+    if self.kind[i] == 0: return [enc(caption(scene)), z]  # a caption it reads: either order of two objects
+    if self.kind[i] == 1: return [z, enc(said(scene), eos=True)]
+    return [z, enc(f'{instruction} {said(after)}' if self.edit_captions else instruction), self.edited[i]]
 
 # %% ../nbs/16_shapes_transfusion.ipynb #47ac4dba
 _SAMPLE_CAPTIONS = ('a square picture of a large red circle at the top left', 'a wide picture of a small blue triangle at the bottom right',
@@ -157,7 +161,7 @@ def shapes_trainer(
     ckpt_path = out / 'checkpoint.pt' if exists(out) else None
     ckpt = load_checkpoint(ckpt_path) if resume and exists(ckpt_path) and ckpt_path.exists() else None
     data_cfg = ({**SHAPES_DATA, **default(data_overrides, {})} if ckpt is None  # a resumed run keeps its documents, captioned edits or not
-                else {**ckpt['extra']['data_settings'], 'edit_captions': run_edit_captions(ckpt)})
+                else {'canonical_captions': False, **ckpt['extra']['data_settings'], 'edit_captions': run_edit_captions(ckpt)})
     ds = ShapesDocuments(vae, **data_cfg)
     kwargs = dict(out_dir=out, sample_fn=_shapes_sample_fn(ds.tokenizer, vae), device=device,
                   extra={'tokenizer_words': list(ds.tokenizer.words), 'data': 'shapes', 'data_settings': data_cfg,
