@@ -160,8 +160,8 @@ def shapes_trainer(
     vae, out = default(vae, shapes_vae), (Path(out_dir) if exists(out_dir) else None)
     ckpt_path = out / 'checkpoint.pt' if exists(out) else None
     ckpt = load_checkpoint(ckpt_path) if resume and exists(ckpt_path) and ckpt_path.exists() else None
-    data_cfg = ({**SHAPES_DATA, **default(data_overrides, {})} if ckpt is None  # a resumed run keeps its documents, captioned edits or not
-                else {'canonical_captions': False, **ckpt['extra']['data_settings'], 'edit_captions': run_edit_captions(ckpt)})
+    data_cfg = ({**SHAPES_DATA, **default(data_overrides, {})} if ckpt is None  # a resumed run keeps its documents; a setting its
+                else {'edit_captions': False, 'canonical_captions': False, **ckpt['extra']['data_settings']})  # checkpoint lacks predates it
     ds = ShapesDocuments(vae, **data_cfg)
     kwargs = dict(out_dir=out, sample_fn=_shapes_sample_fn(ds.tokenizer, vae), device=device,
                   extra={'tokenizer_words': list(ds.tokenizer.words), 'data': 'shapes', 'data_settings': data_cfg,
