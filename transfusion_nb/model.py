@@ -19,7 +19,7 @@ from .diffusion import DDPM, PREDICTIONS, FlowMatching, check_network_time
 from .hyper_connections import RESIDUAL_KINDS
 from .masks import _check_int, dense_attn_mask, rotary_positions, transfusion_block_mask
 from .sequence import Packed, Vocab, check_samples, pack
-from .transformer import TimeEmbedding, Transformer
+from .transformer import TimeEmbedding, Transformer, grid_cells
 from .utils import default, divisible_by, exists, new_fig
 
 # %% auto #0
@@ -224,7 +224,6 @@ def _check_real(name:str, v, ok, want:str):
     if isinstance(v, bool) or not isinstance(v, numbers.Real): raise TypeError(f'Transfusion: {name} must be {want}, got {v!r}')
     if not (math.isfinite(v) and ok(v)): raise ValueError(f'Transfusion: {name} must be {want}, got {v!r}')
 
-
 # %% ../nbs/07_transfusion.ipynb #dcc6ada5
 def _check_new_options(a:dict) -> None:
     "The residual and prediction options of the constructor's arguments `a`: a sentence naming the first bad one."
@@ -236,13 +235,16 @@ def _check_new_options(a:dict) -> None:
     if p is not None and isinstance(kw, dict) and 'prediction' in kw:
         raise ValueError(f"Transfusion: prediction={p!r} and diffusion_kwargs['prediction']={kw['prediction']!r} both given: pass one")
 
-
 # %% ../nbs/07_transfusion.ipynb #33ba4cbf
 def _check_args(a:dict) -> None:
     "The constructor's arguments `a` other than channels and image sizes: a sentence naming the first bad one."
     for k in ('num_text_tokens', 'dim', 'depth', 'heads', 'dim_head', 'num_residual_streams', 'num_fracs', 'patch_size', 'unet_hidden'):
         _check_int('Transfusion', k, a[k])
     if a['dim_head'] % 2: raise ValueError(f"Transfusion: dim_head must be even (rotary channels turn in pairs), got {a['dim_head']!r}")
+    g = a['grid_rotary']
+    if not (isinstance(g, int) and not isinstance(g, bool) and 0 <= 2 * g < a['dim_head'] // 2):
+        raise ValueError(f"Transfusion: grid_rotary must be an int with 0 <= 2 * grid_rotary < dim_head / 2 = {a['dim_head'] // 2} "
+                         f"(at least one rotary pair keeps the position), got {g!r}")
     if a['max_image_size'] is not None: _check_int('Transfusion', 'max_image_size', a['max_image_size'])
     for k, opts in _CHOICES.items():
         if not isinstance(a[k], str) or a[k] not in opts:
@@ -260,7 +262,6 @@ def _check_args(a:dict) -> None:
     if kw is not None and (not isinstance(kw, dict) or 'cond_drop_prob' in kw):
         raise ValueError(f'Transfusion: diffusion_kwargs must be None or a dict of FlowMatching/DDPM options other than cond_drop_prob '
                          f'(the constructor sets it), got {kw!r}')
-
 
 # %% ../nbs/07_transfusion.ipynb #2bf7585a
 def _check_config(channels, image_size, patch_size:int, diffusion:str, attn_impl:str) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]]:
@@ -287,7 +288,6 @@ def _make_objective(diffusion:str, cond_drop_prob:float, diffusion_kwargs:dict|N
     kw = dict(default(diffusion_kwargs, {}))
     if prediction is not None: kw['prediction'] = prediction
     return (DDPM if diffusion == 'ddpm' else FlowMatching)(cond_drop_prob=cond_drop_prob, **kw)
-
 
 # %% ../nbs/07_transfusion.ipynb #8053f447
 class Transfusion(nn.Module):
@@ -317,6 +317,7 @@ class Transfusion(nn.Module):
                  meta_tokens:bool=True, # write each image's shape as text before its BOI
                  max_image_size:int|None=64, # generation: a decoded shape larger than this falls back to the default
                  axial_pos_emb:bool=True, # add the continuous axial position embedding to the patch tokens
+                 grid_rotary:int=0, # rotary channel pairs per image axis that turn with each patch's row and column (0: one position per image)
                  max_noise_captioning:float|None=0.5, # noise cap for images that text follows (None: no cap)
                  cond_drop_prob:float=0.1, # classifier-free guidance: probability that a sample loses its condition
                  attn_impl:Literal['auto', 'dense', 'flex']='auto', # 'auto': flex attention on CUDA, dense SDPA elsewhere
@@ -332,7 +333,7 @@ class Transfusion(nn.Module):
         nn.init.normal_(self.token_emb.weight, std=0.02)
         self.transformer = Transformer(dim, depth, heads, dim_head, ff_mult, num_residual_streams,
                                        time_cond=time_cond, dim_cond=dim, ada_gate=ada_gate, residual=residual,
-                                       num_fracs=num_fracs, residual_kwargs=residual_kwargs)
+                                       num_fracs=num_fracs, residual_kwargs=residual_kwargs, grid_rotary=grid_rotary)
         self.time_emb = TimeEmbedding(dim) if time_cond == 'adaptive' else None
         codecs = [make_patch_codec(patch_codec, c, patch_size, dim, time_add=time_cond == 'add', hidden=unet_hidden) for c in self.channels]
         self.encoders, self.decoders = (nn.ModuleList(m) for m in zip(*codecs))      # one (encoder, decoder) per type
@@ -441,6 +442,16 @@ def attn_mask(self, packed:Packed, drop_cond:Tensor|None=None):
         return transfusion_block_mask(*args, validate=False, kv_start=start)
     return dense_attn_mask(*args, validate=False, kv_start=start)
 
+# %% ../nbs/07_transfusion.ipynb #afa4144b
+@patch_to(Transfusion)
+def patch_cells(self, packed:Packed) -> Tensor:
+    "`(b, n, 2)` long: each token's (row, column) in its image's grid of patches; text and padding at (0, 0)."
+    b, n = packed.ids.shape
+    cells = torch.zeros(b * n, 2, dtype=torch.long, device=packed.ids.device)
+    if not packed.groups: return cells.view(b, n, 2)
+    index = torch.cat([g.token_index for g in packed.groups])
+    return cells.index_copy(0, index, torch.cat([grid_cells(g.grid, cells.device).repeat(len(g.members), 1) for g in packed.groups])).view(b, n, 2)
+
 # %% ../nbs/07_transfusion.ipynb #aa6c67b4
 @patch_to(Transfusion)
 def hidden(self, packed:Packed, group_images:list[Tensor], tau:Tensor, drop_cond:Tensor|None=None,
@@ -457,8 +468,9 @@ def hidden(self, packed:Packed, group_images:list[Tensor], tau:Tensor, drop_cond
         x = x.reshape(b * n, -1).index_copy(0, index, torch.cat([t.reshape(-1, t.shape[-1]) for t in toks]).to(x.dtype)).reshape(b, n, -1)
         cond = self.cond_vectors(tau)                                   # (b, m, d) or None
         if exists(cond): cond_kwargs = dict(cond=cond, is_image=packed.image_ids >= 0, cond_index=packed.image_ids.clamp(min=0))
+    grid = self.patch_cells(packed) if self.transformer.rotary.grid_pairs else None
     h, cache = self.transformer(x, mask=self.attn_mask(packed, drop_cond), pos=rotary_positions(packed.modality_positions, n, validate=False),
-                                use_cache=use_cache, **cond_kwargs)
+                                use_cache=use_cache, grid=grid, **cond_kwargs)
     return (h, cache) if use_cache else h
 
 # %% ../nbs/07_transfusion.ipynb #8e744726

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from .diffusion import cfg_combine
 from .masks import _check_int, rotary_positions
-from .transformer import KVCache
+from .transformer import KVCache, grid_cells
 from .sequence import resolve_shape
 from .model import Transfusion
 from .utils import default, exists
@@ -142,6 +142,7 @@ class ImageBlock:
     guidance_scale:float|None=None # None: G = g rows of one branch; w: g conditional rows, then g unconditional ones
     shared:bool=False # `cache` is the decoding state's own (every row, conditional): the clean image goes in in place
     chunk:int|None=None # rows per forward (None: all G at once)
+    cells:Tensor|None=None # (n_img, 2) long: each patch's (row, column), for a model with grid_rotary (None without)
 
     @property
     def rows(self) -> int: return self.mask.shape[0]
@@ -208,7 +209,8 @@ def prepare_block(self:Transfusion, state:DecodeState,
     pos_emb = self.pos_embs[typ](grid, flatten=True) if exists(self.pos_embs) else None
     max_tokens = default(max_tokens, MAX_FORWARD_TOKENS)
     return ImageBlock(typ, grid, g, cache, mask, pos, torch.ones(G, n, dtype=torch.bool, device=dev), pos_emb,
-                      guidance_scale if branch == 'guided' else None, shared, max(1, max_tokens // n) if G * n > max_tokens else None)
+                      guidance_scale if branch == 'guided' else None, shared, max(1, max_tokens // n) if G * n > max_tokens else None,
+                      grid_cells(grid, dev) if self.transformer.rotary.grid_pairs else None)
 
 # %% ../nbs/08_sampling.ipynb #ef5a6160
 @patch_to(Transfusion)
@@ -229,6 +231,7 @@ def denoise_block(self:Transfusion, block:ImageBlock,
         r = slice(start, start + step)
         kw = dict(cond=cond[r], is_image=block.is_image[r]) if exists(cond) else {}
         cache = block.cache if block.chunk is None else KVCache(block.cache.keys[:, r], block.cache.values[:, r], len(block.cache))
+        if exists(block.cells): kw['grid'] = block.cells.expand(block.pos[r].shape[0], -1, -1)
         h.append(self.transformer(tokens[r], mask=block.mask[r], pos=block.pos[r], cache=cache, **kw)[0])
     h = torch.cat(h) if len(h) > 1 else h[0]
     pred = self.image_prediction(block.typ, h, block.grid, tau)
@@ -272,6 +275,7 @@ def _keep_image(self:Transfusion, state:DecodeState, rows:list[int], typ:int,
     pos = torch.cat([state.pos[rows_t, None].expand(g, n_img), state.pos[rows_t, None] + 1], dim=1)
     cond = self.cond_vectors(ones)
     kw = dict(cond=cond, is_image=F.pad(torch.ones(g, n_img, dtype=torch.bool, device=self.device), (0, 1), value=False)) if exists(cond) else {}
+    if exists(block.cells): kw['grid'] = F.pad(block.cells, (0, 0, 0, 1)).expand(g, -1, -1)   # EOI at (0, 0), like text
     h, cache = self.transformer(x, mask=mask, pos=pos, cache=cache, **kw)
     if block.shared: state.cache = cache                               # every row: the shared cache itself
     else:                                                              # copy the rows' new slots back
@@ -342,7 +346,6 @@ def _check_decoding(where:str, max_tokens:int=1, temperature:float=1., top_k:int
     if min_p is not None and not (real(min_p) and 0 < min_p <= 1): raise ValueError(f'{where}: min_p must be None or a number in (0, 1], got {min_p!r}')
     if steps is not None: _check_int(where, 'steps', steps)
     if not real(guidance_scale): raise ValueError(f'{where}: guidance_scale must be a finite number, got {guidance_scale!r}')
-
 
 # %% ../nbs/08_sampling.ipynb #60df6553
 @patch_to(Transfusion)

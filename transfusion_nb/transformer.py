@@ -20,10 +20,10 @@ from .masks import _check_int
 from .utils import default, divisible_by, exists, new_fig
 
 # %% auto #0
-__all__ = ['SHORT_ATTENTION', 'RotaryEmbedding', 'rotary_full_width', 'apply_rotary', 'plot_rotary', 'plot_rotary_pairs',
-           'animate_rotary_pairs', 'check_mask', 'flex_attend', 'causal_mask', 'attend', 'attention_weights',
-           'Attention', 'KVCache', 'FeedForward', 'TimeEmbedding', 'AdaptivePreNorm', 'token_rows', 'Transformer',
-           'plot_attention']
+__all__ = ['SHORT_ATTENTION', 'RotaryEmbedding', 'rotary_full_width', 'apply_rotary', 'grid_cells', 'plot_rotary',
+           'plot_rotary_pairs', 'animate_rotary_pairs', 'check_mask', 'flex_attend', 'causal_mask', 'attend',
+           'attention_weights', 'Attention', 'KVCache', 'FeedForward', 'TimeEmbedding', 'AdaptivePreNorm', 'token_rows',
+           'Transformer', 'plot_attention']
 
 # %% ../nbs/05_transformer.ipynb #22aa7aa9
 # einops letters (see transfusion_nb.utils.EINOPS_GLOSSARY):
@@ -33,25 +33,48 @@ __all__ = ['SHORT_ATTENTION', 'RotaryEmbedding', 'rotary_full_width', 'apply_rot
 
 # %% ../nbs/05_transformer.ipynb #0227d529
 class RotaryEmbedding(nn.Module):
-    "Rotary position embedding (Su et al. 2021, https://arxiv.org/abs/2104.09864): `(cos, sin)` of `pos * theta_k` per channel pair."
+    "Rotary position embedding (Su et al. 2021, https://arxiv.org/abs/2104.09864): `(cos, sin)` of `pos * theta_k` per channel pair; optionally the slowest pairs turn with a patch's grid cell."
     def __init__(self,
                  dim_head:int, # width `e` of one head; channels rotate in pairs, so even
                  theta:float=10000., # base of the geometric frequency ladder
+                 grid_pairs:int=0, # g: channel pairs per image axis that turn with a patch's row and column instead of its position
+                 grid_theta:float=8., # base of the grid pairs' ladder: frequencies 1 down to grid_theta^(-(g-1)/g)
                 ):
         super().__init__()
         if not (isinstance(dim_head, int) and dim_head > 0 and divisible_by(dim_head, 2)):
             raise ValueError(f'RotaryEmbedding: dim_head must be a positive even int (channels rotate in pairs), got {dim_head!r}')
-        self.dim_head, self.theta = dim_head, theta
-        self.register_buffer('inv_freq', self._inv_freq(), persistent=False)  # (e/2,) theta_k
+        if not (isinstance(grid_pairs, int) and not isinstance(grid_pairs, bool) and 0 <= 2 * grid_pairs < dim_head // 2):
+            raise ValueError(f'RotaryEmbedding: grid_pairs must be an int with 0 <= 2 * grid_pairs < dim_head / 2 = {dim_head // 2} '
+                             f'(one pair per axis each, and at least one pair left for the position), got {grid_pairs!r}')
+        self.dim_head, self.theta, self.grid_pairs, self.grid_theta = dim_head, theta, grid_pairs, grid_theta
+        self.register_buffer('inv_freq', self._inv_freq(), persistent=False)    # (e/2,) theta_k
+        self.register_buffer('grid_freq', self._grid_freq(), persistent=False)  # (g,) the grid pairs' frequencies
 
     def _inv_freq(self, device=None) -> Tensor:
         return (self.theta ** -(torch.arange(0, self.dim_head, 2, dtype=torch.float64, device=device) / self.dim_head)).float()
 
-    def forward(self, pos:Tensor) -> tuple[Tensor, Tensor]: # positions (b, n), integer or float
-        "`(cos, sin)`, each `(b, 1, n, e/2)`: one angle per token and channel pair, broadcast over heads."
+    def _grid_freq(self, device=None) -> Tensor:
+        g = self.grid_pairs
+        return (self.grid_theta ** -(torch.arange(g, dtype=torch.float64, device=device) / max(g, 1))).float()
+
+    def forward(self,
+                pos:Tensor, # positions (b, n), integer or float
+                grid:Tensor|None=None, # (b, n, 2): each token's (row, column) in its image (text: 0, 0); needs grid_pairs
+               ) -> tuple[Tensor, Tensor]:
+        "`(cos, sin)`, each `(b, 1, n, e/2)`: one angle per token and channel pair, broadcast over heads; the last 2g pairs turn with `grid` (rows, then columns)."
         if pos.ndim != 2: raise ValueError(f'RotaryEmbedding: positions must be (batch, seq), got shape {tuple(pos.shape)}')
-        if self.inv_freq.dtype != torch.float32: self.inv_freq = self._inv_freq(self.inv_freq.device)  # undo a .half()
+        if exists(grid) and not self.grid_pairs:
+            raise ValueError('RotaryEmbedding: got grid cells, but this embedding was built with grid_pairs=0 (no pair turns with the grid)')
+        if exists(grid) and tuple(grid.shape) != (*pos.shape, 2):
+            raise ValueError(f'RotaryEmbedding: grid cells must be (batch, seq, 2) = {(*pos.shape, 2)}, got shape {tuple(grid.shape)}')
+        if self.inv_freq.dtype != torch.float32:                           # undo a .half()
+            self.inv_freq, self.grid_freq = self._inv_freq(self.inv_freq.device), self._grid_freq(self.inv_freq.device)
         angles = pos.float()[..., None] * self.inv_freq          # (b, n, e/2), float32
+        if self.grid_pairs:                                      # text at cell (0, 0): those pairs do not turn
+            g = self.grid_pairs
+            cells = grid.float() if exists(grid) else angles.new_zeros(*pos.shape, 2)
+            turns = rearrange(cells[..., None] * self.grid_freq, 'b n a g -> b n (a g)')   # (b, n, 2g): rows, then columns
+            angles = torch.cat([angles[..., :-2 * g], turns], dim=-1)
         angles = rearrange(angles, 'b n e -> b 1 n e')
         return angles.cos(), angles.sin()
 
@@ -71,6 +94,15 @@ def apply_rotary(t:Tensor, # queries or keys (..., n, e), channel k paired with 
     tf = t.float()
     # [t1, t2] * [cos, cos] + [t2, t1] * [-sin, sin]: the swap of halves is a roll by e/2
     return torch.addcmul(tf * cos, tf.roll(e // 2, dims=-1), sin).type_as(t)
+
+# %% ../nbs/05_transformer.ipynb #2a51278b
+def grid_cells(grid:tuple[int, int], # (y, x): patches per column and per row
+               device=None) -> Tensor:
+    "`(y*x, 2)` long: the (row, column) of every patch of a `grid` image, in the order of its patch tokens (row by row)."
+    if not (len(grid) == 2 and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in grid)):
+        raise ValueError(f'grid_cells: grid must be two positive ints (y, x), got {grid!r}')
+    rows, cols = torch.meshgrid(torch.arange(grid[0], device=device), torch.arange(grid[1], device=device), indexing='ij')
+    return torch.stack([rows.flatten(), cols.flatten()], dim=-1)
 
 # %% ../nbs/05_transformer.ipynb #210e81c5
 def plot_rotary(dim_head:int=32, # width `e` of one head
@@ -502,13 +534,14 @@ class Transformer(nn.Module):
                  residual:str='hc', # connection around each block, one of RESIDUAL_KINDS ('hc' with one stream = plain residual)
                  num_fracs:int=1, # fractions per stream (residual='frac')
                  residual_kwargs:dict|None=None, # more options of the connection class, e.g. dict(layout='paper') for frac
+                 grid_rotary:int=0, # rotary channel pairs per image axis that turn with a patch's grid cell (RotaryEmbedding's grid_pairs)
                 ):
         super().__init__()
         _check_transformer_args(dim, depth, heads, dim_head, ff_mult, num_residual_streams, time_cond, residual, residual_kwargs)
         self.dim, self.depth, self.heads, self.dim_head = dim, depth, heads, dim_head
         self.time_cond, self.num_residual_streams, self.residual = time_cond, num_residual_streams, residual
         self.dim_cond = default(dim_cond, dim) if time_cond == 'adaptive' else None
-        self.rotary = RotaryEmbedding(dim_head, rotary_theta)
+        self.rotary = RotaryEmbedding(dim_head, rotary_theta, grid_rotary)
         init_hyper_conn, self.expand_stream, self.reduce_stream = get_init_and_expand_reduce_stream_functions(
             num_residual_streams, disable=residual == 'hc' and num_residual_streams == 1, kind=residual, num_fracs=num_fracs,
             **default(residual_kwargs, {}))
@@ -537,6 +570,7 @@ def forward(self,
             cond_index:Tensor|None=None, # long (b, n): row of a per-image `cond` for each token
             cache:KVCache|None=None, # keys and values of the tokens before `x`
             use_cache:bool=False, # start a new cache when `cache` is None
+            grid:Tensor|None=None, # (b, n, 2) each token's (row, column) in its image, for grid_rotary (None: all at (0, 0))
            ) -> tuple[Tensor, KVCache|None]: # output (b, n, d) and the new cache (None without a cache)
     "Run the tokens through every (attention, feed-forward) layer under `mask`, appending to `cache`; return the normed output and the cache."
     _check_inputs(self, x, pos, cond, is_image, cond_index, cache)
@@ -544,7 +578,7 @@ def forward(self,
     start = len(cache) if exists(cache) else 0
     check_mask(mask, b, n, start + n, 'Transformer')
     pos = default(pos, lambda: torch.arange(start, start + n, device=x.device).expand(b, n))
-    rotary = rotary_full_width(*self.rotary(pos))                # once for all layers
+    rotary = rotary_full_width(*self.rotary(pos, grid))          # once for all layers
     rows = None
     if exists(cond):
         cond = F.silu(cond)
