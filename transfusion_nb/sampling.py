@@ -143,6 +143,12 @@ class ImageBlock:
     shared:bool=False # `cache` is the decoding state's own (every row, conditional): the clean image goes in in place
     chunk:int|None=None # rows per forward (None: all G at once)
     cells:Tensor|None=None # (n_img, 2) long: each patch's (row, column), for a model with grid_rotary (None without)
+    interval:tuple[float, float]|None=None # guidance only at network times lo <= tau <= hi (None: at every step)
+
+    def guided_at(self, tau:Tensor) -> Tensor:
+        "Bool `(g,)`: the rows whose network time `tau` (g,) takes guidance (all, when the block has no interval)."
+        if self.interval is None: return torch.ones_like(tau, dtype=torch.bool)
+        return (tau >= self.interval[0]) & (tau <= self.interval[1])
 
     @property
     def rows(self) -> int: return self.mask.shape[0]
@@ -182,6 +188,7 @@ def prepare_block(self:Transfusion, state:DecodeState,
                   branch:str='cond', # 'cond': with the prefix; 'uncond': the opener alone; 'guided': both, in one batch
                   guidance_scale:float=1., # w of the 'guided' combination
                   max_tokens:int|None=None, # patch tokens per forward at most (default `MAX_FORWARD_TOKENS`)
+                  guidance_interval:tuple[float, float]|None=None, # 'guided': guidance only at network times in [lo, hi]
                  ) -> ImageBlock:
     "Everything the sampler steps of one image block share, computed once: prefix keys and values, mask, positions, position embedding."
     if branch not in ('cond', 'uncond', 'guided'): raise ValueError(f"prepare_block: branch must be 'cond', 'uncond' or 'guided', got {branch!r}")
@@ -210,32 +217,39 @@ def prepare_block(self:Transfusion, state:DecodeState,
     max_tokens = default(max_tokens, MAX_FORWARD_TOKENS)
     return ImageBlock(typ, grid, g, cache, mask, pos, torch.ones(G, n, dtype=torch.bool, device=dev), pos_emb,
                       guidance_scale if branch == 'guided' else None, shared, max(1, max_tokens // n) if G * n > max_tokens else None,
-                      grid_cells(grid, dev) if self.transformer.rotary.grid_pairs else None)
+                      grid_cells(grid, dev) if self.transformer.rotary.grid_pairs else None,
+                      tuple(guidance_interval) if branch == 'guided' and exists(guidance_interval) else None)
 
 # %% ../nbs/08_sampling.ipynb #ef5a6160
 @patch_to(Transfusion)
 def denoise_block(self:Transfusion, block:ImageBlock,
                   x_t:Tensor, # (g, c, h, w) the noisy images
                   tau:Tensor, # (g,) network times
-                 ) -> Tensor: # (g, c, h, w) the prediction (guided: f_u + w (f_c - f_u))
+                 ) -> Tensor: # (g, c, h, w) the prediction (guided: f_u + w (f_c - f_u); outside the interval f_c)
     "One sampler call: the patch tokens of `x_t` at `tau` through the transformer over the block's prefix."
     tokens = self.encoders[block.typ](x_t, tau)                          # what depends on x_t ...
     if exists(block.pos_emb): tokens = tokens + block.pos_emb.to(tokens.dtype)
     cond = self.cond_vectors(tau)                                        # ... and on tau
-    guided = exists(block.guidance_scale)
-    if guided:                                                           # the same images, conditional rows then unconditional
+    inside = block.guided_at(tau) if exists(block.guidance_scale) else None
+    both = exists(inside) and bool(inside.any())                         # the unconditional rows run only when some row is guided
+    if both:                                                             # the same images, conditional rows then unconditional
         tokens, tau = tokens.repeat(2, 1, 1), tau.repeat(2)
         if exists(cond): cond = cond.repeat(2, 1)
-    h, step = [], default(block.chunk, block.rows)
-    for start in range(0, block.rows, step):                            # one forward (a large block: one per chunk of rows)
-        r = slice(start, start + step)
+    n = block.rows if both else block.g                                  # the conditional rows come first
+    h, step = [], default(block.chunk, n)
+    for start in range(0, n, step):                                      # one forward (a large block: one per chunk of rows)
+        r = slice(start, min(start + step, n))
         kw = dict(cond=cond[r], is_image=block.is_image[r]) if exists(cond) else {}
-        cache = block.cache if block.chunk is None else KVCache(block.cache.keys[:, r], block.cache.values[:, r], len(block.cache))
+        whole = block.chunk is None and n == block.rows
+        cache = block.cache if whole else KVCache(block.cache.keys[:, r], block.cache.values[:, r], len(block.cache))
         if exists(block.cells): kw['grid'] = block.cells.expand(block.pos[r].shape[0], -1, -1)
         h.append(self.transformer(tokens[r], mask=block.mask[r], pos=block.pos[r], cache=cache, **kw)[0])
     h = torch.cat(h) if len(h) > 1 else h[0]
     pred = self.image_prediction(block.typ, h, block.grid, tau)
-    return cfg_combine(pred[:block.g], pred[block.g:], block.guidance_scale) if guided else pred
+    if not both: return pred
+    guided = cfg_combine(pred[:block.g], pred[block.g:], block.guidance_scale)
+    return guided if bool(inside.all()) else torch.where(inside.view(-1, *[1] * (guided.ndim - 1)), guided, pred[:block.g])
+
 
 # %% ../nbs/08_sampling.ipynb #d88e63cd
 @patch_to(Transfusion)
@@ -247,11 +261,12 @@ def block_denoiser(self:Transfusion, state:DecodeState,
                    opener:Sequence[int]|None=None, # the block's opening ids (META, shape, BOI); needed for unconditional
                    unconditional:bool=False, # predict without the prefix (the unconditional branch alone)
                    guidance_scale:float=1., # w != 1: the guided prediction, both branches in one forward
+                   guidance_interval:tuple[float, float]|None=None, # guidance only at network times in [lo, hi]
                   ):
     "`denoise(x_t (g, c, h, w), tau (g,)) -> prediction`: the model on an image of `rows` after their cached prefix."
     if unconditional and guidance_scale != 1: raise ValueError('block_denoiser: unconditional=True is one branch; guidance needs both')
     branch = 'uncond' if unconditional else 'guided' if guidance_scale != 1 else 'cond'
-    block = self.prepare_block(state, rows, typ, shape, opener, branch, guidance_scale)
+    block = self.prepare_block(state, rows, typ, shape, opener, branch, guidance_scale, guidance_interval=guidance_interval)
     def denoise(x_t:Tensor, tau:Tensor) -> Tensor: return self.denoise_block(block, x_t, tau)
     denoise.block = block
     return denoise
@@ -302,13 +317,15 @@ def image_block(self:Transfusion, state:DecodeState,
                 generator:torch.Generator|None=None,
                 method:str|None=None, # sampler (default: the objective's)
                 return_trajectory:bool=False, # also return every x along the way (steps + 1, g, c, h, w)
+                guidance_interval:tuple[float, float]|None=None, # guidance only at network times in [lo, hi] (None: always)
                ):
     "Generate one image per row by diffusion over the cached prefix; append it and EOI to the cache; `(images, logits)`."
     rows = list(rows)
     g, c = len(rows), self.channels[typ]
     if noise is None: noise = torch.randn(g, c, *shape, generator=generator).to(self.device)
     if tuple(noise.shape) != (g, c, *shape): raise ValueError(f'noise must be {(g, c, *shape)}, got {tuple(noise.shape)}')
-    denoise = self.block_denoiser(state, rows, typ, shape, opener, guidance_scale=guidance_scale)   # one forward per call
+    denoise = self.block_denoiser(state, rows, typ, shape, opener, guidance_scale=guidance_scale,  # one forward per call
+                                  guidance_interval=guidance_interval)
     out = self.diffusion.sample(denoise, noise=noise, steps=steps, method=method, generator=generator,
                                 return_trajectory=return_trajectory)
     images, trajectory = out if return_trajectory else (out, None)
@@ -337,7 +354,7 @@ def _image_shape(self:Transfusion, image_shape, typ:int) -> tuple[int, int]:
 
 # %% ../nbs/08_sampling.ipynb #39686b23
 def _check_decoding(where:str, max_tokens:int=1, temperature:float=1., top_k:int|None=None, min_p:float|None=None,
-                    steps:int|None=None, guidance_scale:float=1.) -> None:
+                    steps:int|None=None, guidance_scale:float=1., guidance_interval=None) -> None:
     "Raise a sentence naming the first bad sampling argument of the entry point `where`, before anything runs."
     real = lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
     _check_int(where, 'max_tokens', max_tokens)
@@ -346,6 +363,9 @@ def _check_decoding(where:str, max_tokens:int=1, temperature:float=1., top_k:int
     if min_p is not None and not (real(min_p) and 0 < min_p <= 1): raise ValueError(f'{where}: min_p must be None or a number in (0, 1], got {min_p!r}')
     if steps is not None: _check_int(where, 'steps', steps)
     if not real(guidance_scale): raise ValueError(f'{where}: guidance_scale must be a finite number, got {guidance_scale!r}')
+    if guidance_interval is not None and not (isinstance(guidance_interval, (tuple, list)) and len(guidance_interval) == 2
+                                              and all(real(v) for v in guidance_interval) and 0 <= guidance_interval[0] <= guidance_interval[1] <= 1):
+        raise ValueError(f'{where}: guidance_interval must be None or (lo, hi) with 0 <= lo <= hi <= 1 (network times), got {guidance_interval!r}')
 
 # %% ../nbs/08_sampling.ipynb #60df6553
 @patch_to(Transfusion)
@@ -360,18 +380,19 @@ def generate_images(self:Transfusion,
                     generator:torch.Generator|None=None,
                     method:str|None=None, # sampler name (e.g. 'euler', 'midpoint', 'ddim', 'ancestral')
                     return_trajectory:bool=False, # also return the sampler's path (steps + 1, b, c, h, w)
+                    guidance_interval:tuple[float, float]|None=None, # guidance only at network times in [lo, hi] (None: always)
                    ) -> Tensor: # (b, c, h, w)
     "Text-to-image: each prompt, then the block opener (META, shape, BOI), then an image by diffusion; batched."
     if isinstance(prompts, Tensor) or not isinstance(prompts, (list, tuple)) or not prompts:
         raise TypeError('generate_images: prompts must be a non-empty list of 1-D long tensors')
-    _check_decoding('generate_images', steps=steps, guidance_scale=guidance_scale)
+    _check_decoding('generate_images', steps=steps, guidance_scale=guidance_scale, guidance_interval=guidance_interval)
     shape = self._image_shape(image_shape, modality_type)
     opener = self.opener(modality_type, shape)
     n_img = (shape[0] // self.patch_size) * (shape[1] // self.patch_size)
     state, _ = self.prefill([[p] for p in prompts], extra=len(opener) + n_img + 1)
     self.append_tokens(state, torch.tensor(opener, device=self.device).expand(len(prompts), -1))
     out = self.image_block(state, range(len(prompts)), modality_type, shape, opener, steps, guidance_scale, noise,
-                           generator, method, return_trajectory)
+                           generator, method, return_trajectory, guidance_interval)
     return (out[0], out[2]) if return_trajectory else out[0]
 
 # %% ../nbs/08_sampling.ipynb #85c26691
@@ -461,9 +482,10 @@ def generate(self:Transfusion,
              max_images:int|None=None, # a row is finished once it has written this many images (None: no limit)
              steps:int|None=None, guidance_scale:float=1., # for the images
              generator:torch.Generator|None=None, method:str|None=None, # randomness; the sampler (default: the objective's)
+             guidance_interval:tuple[float, float]|None=None, # guidance only at network times in [lo, hi] (None: always)
             ) -> list[list]: # per row, the generated items: text tensors and images
     "Free interleaved generation: text from the cache, an image by diffusion whenever a row writes BOI, batched."
-    _check_decoding('generate', max_tokens, temperature, top_k, min_p, steps, guidance_scale)
+    _check_decoding('generate', max_tokens, temperature, top_k, min_p, steps, guidance_scale, guidance_interval)
     if open_image and not allow_images: raise ValueError('generate: open_image=True needs allow_images=True (the first token opens an image block)')
     if max_images is not None: _check_int('generate', 'max_images', max_images)
     dev, filler = self.device, 0                                     # filler: the token fed to finished rows
@@ -487,7 +509,8 @@ def generate(self:Transfusion,
         # generate each block's images over the cache; for those rows, the next token follows EOI
         for (typ, shape, opener), rs in blocks.items():
             images, logits[torch.tensor(rs, device=dev)] = self.image_block(
-                state, rs, typ, shape, list(opener), steps, guidance_scale, generator=generator, method=method)
+                state, rs, typ, shape, list(opener), steps, guidance_scale, generator=generator, method=method,
+                guidance_interval=guidance_interval)
             for r, img in zip(rs, images):
                 rows[r].flush_text(dev)
                 rows[r].items.append(img if self.num_types == 1 else (typ, img))
