@@ -28,17 +28,17 @@ from .autoencoder import ShapesVAE, shapes_vae, encode_latents, decode_latents
 from .ablations import causal_within_images
 
 # %% auto #0
-__all__ = ['SHAPES_MODEL', 'SHAPES_TRAIN', 'SHAPES_DATA', 'SHAPES_GUIDANCE', 'CAPTION_START', 'SHAPES_TARGETS', 'PIXEL_MODEL',
-           'SHAPES_VARIANTS', 'SHAPES_COMPARE', 'shapes_model', 'latent_shape', 'format_of', 'ShapesDocuments',
-           'run_edit_captions', 'shapes_trainer', 'text_to_image', 'edit_images', 'caption_latents', 'read_latents',
-           'attribute_scores', 'eval_prompts', 'evaluate_shapes', 'plot_pictures', 'write_run_grids', 'train_shapes',
-           'load_shapes', 'read_picture', 'shapes_targets_met', 'shapes_targets_report', 'ShapesPixels',
-           'run_shapes_variant', 'GenEvent', 'trace_generation', 'plot_token_strip', 'latent_rgb', 'plot_generation',
-           'generation_frames', 'plot_generation_step', 'animate_generation', 'shapes_prompt', 'plot_text_to_image',
-           'demo_model']
+__all__ = ['SHAPES_MODEL', 'SHAPES_TRAIN', 'SHAPES_DATA', 'SHAPES_GUIDANCE', 'SHAPES_GUIDANCE_INTERVAL', 'CAPTION_START',
+           'SHAPES_TARGETS', 'PIXEL_MODEL', 'SHAPES_VARIANTS', 'SHAPES_COMPARE', 'shapes_model', 'latent_shape',
+           'format_of', 'ShapesDocuments', 'run_edit_captions', 'shapes_trainer', 'text_to_image', 'edit_images',
+           'caption_latents', 'read_latents', 'attribute_scores', 'eval_prompts', 'evaluate_shapes', 'plot_pictures',
+           'write_run_grids', 'train_shapes', 'load_shapes', 'read_picture', 'shapes_targets_met',
+           'shapes_targets_report', 'ShapesPixels', 'run_shapes_variant', 'GenEvent', 'trace_generation',
+           'plot_token_strip', 'latent_rgb', 'plot_generation', 'generation_frames', 'plot_generation_step',
+           'animate_generation', 'shapes_prompt', 'plot_text_to_image', 'demo_model']
 
 # %% ../nbs/16_shapes_transfusion.ipynb #a38b8a8f
-SHAPES_MODEL: dict[str, Any] = dict(dim=96, depth=3, heads=4, dim_head=24, channels=4, image_size=(8, 8), patch_size=2,
+SHAPES_MODEL: dict[str, Any] = dict(dim=96, depth=3, heads=8, dim_head=12, channels=4, image_size=(8, 8), patch_size=2,
                                     patch_codec='unet', unet_hidden=32, diffusion='flow', diffusion_kwargs=dict(time_shift=5.),
                                     diffusion_loss_weight=5., max_noise_captioning=0.5, cond_drop_prob=0.1, meta_tokens=True, max_image_size=16)
 
@@ -52,6 +52,7 @@ SHAPES_DATA: dict[str, Any] = dict(n_scenes=8000, p_text_to_image=0.15, p_captio
 
 # %% ../nbs/16_shapes_transfusion.ipynb #5f938f20
 SHAPES_GUIDANCE: float = 3.0  # classifier-free guidance scale of the samples and the evaluation
+SHAPES_GUIDANCE_INTERVAL: tuple[float, float] = (0.3, 1.0)  # ... applied at network times 0.3 <= tau <= 1 only (0: noise)
 
 # %% ../nbs/16_shapes_transfusion.ipynb #9601c27d
 def shapes_model(
@@ -184,10 +185,11 @@ def text_to_image(
     guidance_scale: float = SHAPES_GUIDANCE,
     steps: int | None = None,  # sampler steps (default: the model's)
     generator: torch.Generator | None = None,
+    guidance_interval: tuple[float, float] | None = SHAPES_GUIDANCE_INTERVAL,  # guidance at these network times only (None: every step)
 ) -> list[Tensor | None]:
     "Per caption the latent `(c, y, x)` the model draws after it: it opens the image at once and chooses the shape (META, shape tokens, BOI) itself; None if it wrote no image."
     out = model.generate([[tokenizer.encode(c)] for c in captions], max_tokens=7, temperature=0., open_image=True, steps=steps,
-                         guidance_scale=guidance_scale, generator=generator)
+                         guidance_scale=guidance_scale, generator=generator, guidance_interval=guidance_interval)
     return [next((x for x in row if x.is_floating_point()), None) for row in out]
 
 # %% ../nbs/16_shapes_transfusion.ipynb #f9f7eb4f
@@ -199,10 +201,11 @@ def edit_images(
     caption_first: bool = True,  # the model writes the edited picture's caption, then draws it (a run trained with edit_captions)
     return_text: bool = False,  # also return the caption each row wrote ('' without caption_first)
     max_tokens: int = 24,  # caption_first: tokens a row may write before its picture; one that has not opened it by then is made to open it
+    guidance_interval: tuple[float, float] | None = SHAPES_GUIDANCE_INTERVAL,  # guidance at these network times only (None: every step)
 ) -> list[Tensor | None] | tuple[list[Tensor | None], list[str]]:
     "Per picture the latent the model draws after the picture and the instruction (with `caption_first`, after the caption it writes); None if it wrote none."
     if len(latents) != len(instructions): raise ValueError(f'edit_images: {len(latents)} pictures but {len(instructions)} instructions')
-    kw = dict(temperature=0., steps=steps, guidance_scale=guidance_scale, generator=generator)
+    kw = dict(temperature=0., steps=steps, guidance_scale=guidance_scale, generator=generator, guidance_interval=guidance_interval)
     prompts = [[z, tokenizer.encode(f'{t} {CAPTION_START}' if caption_first else t)] for z, t in zip(latents, instructions)]
     texts = [[] for _ in prompts]  # what each row wrote before its picture
     z = [None] * len(prompts)
@@ -262,12 +265,12 @@ def eval_prompts(n: int = 100, seed: int = 777) -> dict[str, list[Scene]]:
     return out
 
 # %% ../nbs/16_shapes_transfusion.ipynb #01bff3e5
-def _text_to_image_scores(model, tokenizer, vae, judge, prompts, guidance_scale, steps, generator) -> tuple[dict, dict]:
+def _text_to_image_scores(model, tokenizer, vae, judge, prompts, guidance_scale, steps, generator, guidance_interval=SHAPES_GUIDANCE_INTERVAL) -> tuple[dict, dict]:
     "The text-to-image numbers of `evaluate_shapes` and the latents behind them."
     m, made = {}, {}
     for kind, scenes in prompts.items():
         truth = [describe(s).canonical() for s in scenes]
-        z = text_to_image(model, tokenizer, [caption(s) for s in scenes], guidance_scale, steps, generator)
+        z = text_to_image(model, tokenizer, [caption(s) for s in scenes], guidance_scale, steps, generator, guidance_interval)
         read, made[kind] = read_latents(judge, vae, z), z
         m[f'{kind}_all_correct'] = float(np.mean([exists(r) and caption(r) == caption(t) for r, t in zip(read, truth)]))
         if kind == 'one_object':
@@ -297,7 +300,8 @@ def _caption_right(text: str, scene: Scene) -> bool:
     except ValueError: return False
 
 # %% ../nbs/16_shapes_transfusion.ipynb #6695842d
-def _caption_and_edit_scores(model, tokenizer, vae, judge, n, seed, guidance_scale, steps, generator, caption_first=True) -> tuple[dict, dict]:
+def _caption_and_edit_scores(model, tokenizer, vae, judge, n, seed, guidance_scale, steps, generator, caption_first=True,
+                             guidance_interval=SHAPES_GUIDANCE_INTERVAL) -> tuple[dict, dict]:
     "Captioning of fresh one- and two-object pictures, and edits of fresh pictures (in all, and by objects), judged; and what was made."
     m, made = {}, {}
     for kind, k in (('captioning_exact', 1), ('captioning_exact_two_object', 2)):
@@ -306,7 +310,7 @@ def _caption_and_edit_scores(model, tokenizer, vae, judge, n, seed, guidance_sca
         m[kind] = float(np.mean([_caption_right(t, s) for t, s in zip(said, scenes)])); made[kind] = (scenes, said)
     docs = [d for j, f in enumerate(FORMATS) for d in edit_documents(n, seed=10**7 * (seed + 3) + j, fmt=f, split='train')]
     z, said = edit_images(model, tokenizer, [encode_latents(vae, render([b]))[0] for b, _, _ in docs], [t for _, t, _ in docs],
-                          guidance_scale, steps, generator, caption_first, return_text=True)
+                          guidance_scale, steps, generator, caption_first, return_text=True, guidance_interval=guidance_interval)
     read = read_latents(judge, vae, z)
     ok = np.array([exists(r) and caption(r) == caption(describe(a).canonical()) for r, (_, _, a) in zip(read, docs)])
     two = np.array([len(b.objs) == 2 for b, _, _ in docs])
@@ -326,16 +330,18 @@ def evaluate_shapes(
     seed: int = 0,  # seeds the prompts and the noise
     steps: int | None = None,  # sampler steps (default: the model's)
     edit_captions: bool = True,  # the model was trained to caption an edit before drawing it (ShapesDocuments)
+    guidance_interval: tuple[float, float] | None = SHAPES_GUIDANCE_INTERVAL,  # guidance at these network times only (None: every step)
 ) -> tuple[dict, dict]:
     "`(metrics, made)`: a shapes model judged on freshly rendered prompts (text-to-image, captions, edits, Fréchet), and what it made."
     vae, judge = default(vae, shapes_vae), default(judge, shapes_judge)
     t0 = time.perf_counter()
     with seeded(seed) as g:
         prompts = eval_prompts(n, seed)
-        m, made = _text_to_image_scores(model, tokenizer, vae, judge, prompts, guidance_scale, steps, g)
+        m, made = _text_to_image_scores(model, tokenizer, vae, judge, prompts, guidance_scale, steps, g, guidance_interval)
         m.update(_frechet(judge, vae, prompts['one_object'], made['one_object'], seed))
-        m2, made2 = _caption_and_edit_scores(model, tokenizer, vae, judge, n, seed, guidance_scale, steps, g, edit_captions)
-    m.update(m2, eval_seconds=time.perf_counter() - t0, eval_prompts_per_format=n, guidance_scale=guidance_scale)
+        m2, made2 = _caption_and_edit_scores(model, tokenizer, vae, judge, n, seed, guidance_scale, steps, g, edit_captions, guidance_interval)
+    m.update(m2, eval_seconds=time.perf_counter() - t0, eval_prompts_per_format=n, guidance_scale=guidance_scale,
+             guidance_interval=list(guidance_interval) if guidance_interval is not None else None)
     return m, {**made, **made2, 'prompts': prompts}
 
 # %% ../nbs/16_shapes_transfusion.ipynb #caac6db8
@@ -561,6 +567,7 @@ def trace_generation(
     decode: Callable[[Tensor], Tensor] | None = None,  # latent (c, y, x) -> picture (1 or 3, Y, X) in [-1, 1]; None: the latent itself
     max_tokens: int = 32, temperature: float = 0., eos_id: int | None = None, open_image: bool = False,  # as in generate
     steps: int | None = None, guidance_scale: float = 1., generator: torch.Generator | None = None,
+    guidance_interval: tuple[float, float] | None = None,  # as in generate: guidance at these network times only
 ) -> list[GenEvent]:
     "`generate` for one row, every moment recorded: the prompt, each token, BOI, each denoising step, EOI, text again."
     pic, events = decode if exists(decode) else (lambda z: z), []
@@ -580,8 +587,8 @@ def trace_generation(
         logits = model.append_tokens(state, torch.tensor([[t]], device=model.device))
         if exists(block):  # BOI: the image by diffusion over the cache, every x_t kept; then the image and EOI join the cache
             typ, shape, opener = block
-            images, logits, path = model.image_block(state, [0], typ, shape, list(opener), steps, guidance_scale,
-                                                     generator=generator, return_trajectory=True)
+            images, logits, path = model.image_block(state, [0], typ, shape, list(opener), steps, guidance_scale, generator=generator,
+                                                     return_trajectory=True, guidance_interval=guidance_interval)
             events += [GenEvent('denoise', f'step {i}/{len(path) - 1}', x[0], pic(x[0])) for i, x in enumerate(path)]
             events.append(GenEvent('eoi', model.vocab.name(model.vocab.eoi(typ)), images[0], pic(images[0])))
     return events
