@@ -250,7 +250,6 @@ def denoise_block(self:Transfusion, block:ImageBlock,
     guided = cfg_combine(pred[:block.g], pred[block.g:], block.guidance_scale)
     return guided if bool(inside.all()) else torch.where(inside.view(-1, *[1] * (guided.ndim - 1)), guided, pred[:block.g])
 
-
 # %% ../nbs/08_sampling.ipynb #d88e63cd
 @patch_to(Transfusion)
 @torch.no_grad()
