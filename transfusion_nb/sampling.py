@@ -236,11 +236,10 @@ def denoise_block(self:Transfusion, block:ImageBlock,
         tokens, tau = tokens.repeat(2, 1, 1), tau.repeat(2)
         if exists(cond): cond = cond.repeat(2, 1)
     n = block.rows if both else block.g                                  # the conditional rows come first
-    h, step = [], default(block.chunk, n)
+    h, step, whole = [], default(block.chunk, n), block.chunk is None and n == block.rows   # whole: every row in one forward
     for start in range(0, n, step):                                      # one forward (a large block: one per chunk of rows)
         r = slice(start, min(start + step, n))
         kw = dict(cond=cond[r], is_image=block.is_image[r]) if exists(cond) else {}
-        whole = block.chunk is None and n == block.rows
         cache = block.cache if whole else KVCache(block.cache.keys[:, r], block.cache.values[:, r], len(block.cache))
         if exists(block.cells): kw['grid'] = block.cells.expand(block.pos[r].shape[0], -1, -1)
         h.append(self.transformer(tokens[r], mask=block.mask[r], pos=block.pos[r], cache=cache, **kw)[0])
