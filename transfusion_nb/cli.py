@@ -18,7 +18,8 @@ from .digits import DIGITS_MODEL, DIGITS_TRAIN, DIGITS_DATA, DIGITS_GUIDANCE, tr
 from .shapes import FORMATS, parse_caption
 from .autoencoder import encode_latents, decode_latents
 from .shapes_run import (SHAPES_MODEL, SHAPES_TRAIN, SHAPES_DATA, SHAPES_GUIDANCE, train_shapes, load_shapes, read_picture,
-                                       text_to_image, edit_images, caption_latents, run_edit_captions)
+                                       text_to_image, edit_images, caption_latents, run_edit_captions,
+                                       run_edit_referents, edit_plan)
 
 # %% auto #0
 __all__ = ['positive_int', 'non_negative_int', 'positive_float', 'finite_float', 'TRAIN_FLAGS', 'EDIT_VERBS', 'NOTEBOOKS',
@@ -269,11 +270,13 @@ def edit_command(args: argparse.Namespace) -> int:
         picture, fmt = read_picture(args.image)
         with torch.no_grad(), seeded(args.seed) as g:
             (z,), (said,) = edit_images(model, tok, [encode_latents(vae, picture[None])[0]], [args.prompt], guidance, args.steps, g,
-                                        caption_first=run_edit_captions(ckpt), return_text=True)
+                                        caption_first=run_edit_captions(ckpt), referents=run_edit_referents(ckpt), return_text=True)
         if z is None: return _fail('edit', f'the model wrote no picture after {args.prompt!r} (it never opened an image block)')
         save_png(decode_latents(vae, z[None]), out)
     except (OSError, ValueError) as e: return _fail('edit', e)
-    print(f'wrote {out}: {args.image} ({fmt}) after {args.prompt!r}' + (f'; the model said it shows "{said}"' if said else ''))
+    who, says = edit_plan(said)
+    print(f'wrote {out}: {args.image} ({fmt}) after {args.prompt!r}' + (f'; the model changed {who}' if who else '')
+          + (f'; the model said it shows "{says}"' if says else ''))
     return 0
 
 # %% ../nbs/90_cli.ipynb #4101fffc

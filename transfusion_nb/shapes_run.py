@@ -30,12 +30,12 @@ from .ablations import causal_within_images
 # %% auto #0
 __all__ = ['SHAPES_MODEL', 'SHAPES_TRAIN', 'SHAPES_DATA', 'SHAPES_GUIDANCE', 'SHAPES_GUIDANCE_INTERVAL', 'CAPTION_START',
            'SHAPES_TARGETS', 'PIXEL_MODEL', 'SHAPES_VARIANTS', 'SHAPES_COMPARE', 'shapes_model', 'latent_shape',
-           'format_of', 'ShapesDocuments', 'run_edit_captions', 'shapes_trainer', 'text_to_image', 'edit_images',
-           'caption_latents', 'read_latents', 'attribute_scores', 'eval_prompts', 'evaluate_shapes', 'plot_pictures',
-           'write_run_grids', 'train_shapes', 'load_shapes', 'read_picture', 'shapes_targets_met',
-           'shapes_targets_report', 'ShapesPixels', 'run_shapes_variant', 'GenEvent', 'trace_generation',
-           'plot_token_strip', 'latent_rgb', 'plot_generation', 'generation_frames', 'plot_generation_step',
-           'animate_generation', 'shapes_prompt', 'plot_text_to_image', 'demo_model']
+           'format_of', 'ShapesDocuments', 'edit_referent', 'run_edit_captions', 'run_edit_referents', 'shapes_trainer',
+           'text_to_image', 'edit_images', 'edit_plan', 'caption_latents', 'read_latents', 'attribute_scores',
+           'eval_prompts', 'evaluate_shapes', 'plot_pictures', 'write_run_grids', 'train_shapes', 'load_shapes',
+           'read_picture', 'shapes_targets_met', 'shapes_targets_report', 'ShapesPixels', 'run_shapes_variant',
+           'GenEvent', 'trace_generation', 'plot_token_strip', 'latent_rgb', 'plot_generation', 'generation_frames',
+           'plot_generation_step', 'animate_generation', 'shapes_prompt', 'plot_text_to_image', 'demo_model']
 
 # %% ../nbs/16_shapes_transfusion.ipynb #a38b8a8f
 SHAPES_MODEL: dict[str, Any] = dict(dim=96, depth=3, heads=8, dim_head=12, channels=4, image_size=(8, 8), patch_size=2,
@@ -48,7 +48,7 @@ SHAPES_TRAIN: dict[str, Any] = dict(steps=6000, batch_size=24, lr=2e-3, warmup_s
 
 # %% ../nbs/16_shapes_transfusion.ipynb #10f80dcb
 SHAPES_DATA: dict[str, Any] = dict(n_scenes=8000, p_text_to_image=0.15, p_caption=0.05, p_edit=0.8, edit_captions=True,
-                                   canonical_captions=True, data_seed=0)  # n_scenes: per format
+                                   canonical_captions=True, edit_referents=False, data_seed=0)  # n_scenes: per format
 
 # %% ../nbs/16_shapes_transfusion.ipynb #5f938f20
 SHAPES_GUIDANCE: float = 3.0  # classifier-free guidance scale of the samples and the evaluation
@@ -82,17 +82,18 @@ def _encode_scenes(vae: ShapesVAE, scenes: Sequence[Scene], batch: int = 500) ->
 
 # %% ../nbs/16_shapes_transfusion.ipynb #e8edd883
 class ShapesDocuments:
-    "Documents from VAE latents: caption -> image, image -> caption <eos>, image -> instruction (-> caption) -> image; kinds drawn per epoch."
+    "Documents from VAE latents: caption -> image, image -> caption <eos>, image -> instruction (<eos> object) (caption) -> image; kinds drawn per epoch."
     kinds = ('text_to_image', 'caption', 'edit')
     def __init__(self, vae: ShapesVAE, n_scenes: int = 3000, p_text_to_image: float = .5, p_caption: float = .25, p_edit: float = .25,
                  edit_captions: bool = True,  # an edit document says what the edited picture shows (its caption) before it
                  canonical_captions: bool = True,  # the captions the model writes name two objects left to right or top to bottom
+                 edit_referents: bool = False,  # an edit document ends the instruction with <eos> and names the object it changes by its place
                  data_seed: int = 0, tokenizer: WordTokenizer | None = None):
         check_number('ShapesDocuments: n_scenes', n_scenes, lo=1, integer=True)
         p = np.array([p_text_to_image, p_caption, p_edit], dtype=np.float64)
         if (p < 0).any() or not math.isclose(p.sum(), 1): raise ValueError(f'ShapesDocuments: the three probabilities must sum to 1, got {p.tolist()}')
         self.p, self.seed, self.tokenizer = p, data_seed, default(tokenizer, shapes_tokenizer)
-        self.edit_captions, self.canonical_captions = bool(edit_captions), bool(canonical_captions)
+        self.edit_captions, self.canonical_captions, self.edit_referents = bool(edit_captions), bool(canonical_captions), bool(edit_referents)
         self.docs, self.latents, self.edited = [], [], []
         for k, fmt in enumerate(FORMATS):  # scenes of the train split; an edit that makes a held-out pair is left out
             docs = edit_documents(n_scenes, seed=10**6 * (data_seed + 1) + k, fmt=fmt, split='train')
@@ -113,6 +114,14 @@ def set_epoch(self, epoch: int) -> None:
     self.kind = [0 if k == 2 and d[1] is None else int(k) for k, d in zip(kinds, self.docs)]
 
 # %% ../nbs/16_shapes_transfusion.ipynb #5dc385ae
+_PLACES = {'left of': ('the left one', 'the right one'), 'right of': ('the right one', 'the left one'),
+           'above': ('the top one', 'the bottom one'), 'below': ('the bottom one', 'the top one')}
+
+def edit_referent(before: Scene, after: Scene) -> str:
+    "How an edit document names the object the edit changed: 'it' when alone, else by its place ('the left one', 'the top one', ...)."
+    if len(before.objs) == 1: return 'it'
+    return _PLACES[before.relation][int(before.objs[0] == after.objs[0])]  # the first object of the scene, or the second
+
 @patch_to(ShapesDocuments)
 def __getitem__(self, i: int) -> list:
     "Document `i` of the current epoch: a list of text ids and latents."
@@ -121,7 +130,10 @@ def __getitem__(self, i: int) -> list:
     said = lambda s: caption(describe(s).canonical() if self.canonical_captions else s)  # a caption the model writes
     if self.kind[i] == 0: return [enc(caption(scene)), z]  # a caption it reads: either order of two objects
     if self.kind[i] == 1: return [z, enc(said(scene), eos=True)]
-    return [z, enc(f'{instruction} {said(after)}' if self.edit_captions else instruction), self.edited[i]]
+    text = [enc(instruction, eos=self.edit_referents)]  # the instruction, then what the model writes: the object it changes, the caption
+    if self.edit_referents: text.append(enc(edit_referent(scene, after)))
+    if self.edit_captions: text.append(enc(said(after)))
+    return [z, torch.cat(text), self.edited[i]]
 
 # %% ../nbs/16_shapes_transfusion.ipynb #47ac4dba
 _SAMPLE_CAPTIONS = ('a square picture of a large red circle at the top left', 'a wide picture of a small blue triangle at the bottom right',
@@ -145,6 +157,10 @@ def run_edit_captions(ckpt: Mapping) -> bool:
     "Whether a shapes checkpoint's edit documents captioned the edited picture before it (`ShapesDocuments(edit_captions=...)`); runs from before the option did not."
     return bool(((ckpt.get('extra') or {}).get('data_settings') or {}).get('edit_captions', False))
 
+def run_edit_referents(ckpt: Mapping) -> bool:
+    "Whether a shapes checkpoint's edit documents named the object an edit changes after the instruction (`ShapesDocuments(edit_referents=...)`); runs from before the option did not."
+    return bool(((ckpt.get('extra') or {}).get('data_settings') or {}).get('edit_referents', False))
+
 # %% ../nbs/16_shapes_transfusion.ipynb #4b56ab51
 def shapes_trainer(
     out_dir: str | Path | None = None,  # the run folder (checkpoint, sample grids); None: write nothing
@@ -162,7 +178,7 @@ def shapes_trainer(
     ckpt_path = out / 'checkpoint.pt' if exists(out) else None
     ckpt = load_checkpoint(ckpt_path) if resume and exists(ckpt_path) and ckpt_path.exists() else None
     data_cfg = ({**SHAPES_DATA, **default(data_overrides, {})} if ckpt is None  # a resumed run keeps its documents; a setting its
-                else {'edit_captions': False, 'canonical_captions': False, **ckpt['extra']['data_settings']})  # checkpoint lacks predates it
+                else {'edit_captions': False, 'canonical_captions': False, 'edit_referents': False, **ckpt['extra']['data_settings']})  # checkpoint lacks predates it
     ds = ShapesDocuments(vae, **data_cfg)
     kwargs = dict(out_dir=out, sample_fn=_shapes_sample_fn(ds.tokenizer, vae), device=device,
                   extra={'tokenizer_words': list(ds.tokenizer.words), 'data': 'shapes', 'data_settings': data_cfg,
@@ -199,17 +215,19 @@ def edit_images(
     instructions: Sequence[str],  # one instruction per picture, e.g. 'it turns blue'
     guidance_scale: float = SHAPES_GUIDANCE, steps: int | None = None, generator: torch.Generator | None = None,
     caption_first: bool = True,  # the model writes the edited picture's caption, then draws it (a run trained with edit_captions)
-    return_text: bool = False,  # also return the caption each row wrote ('' without caption_first)
+    referents: bool = False,  # the instruction ends with <eos> and the model names the object it changes first (a run trained with edit_referents)
+    return_text: bool = False,  # also return what each row wrote before its picture: object and caption ('' without either; edit_plan splits it)
     max_tokens: int = 24,  # caption_first: tokens a row may write before its picture; one that has not opened it by then is made to open it
     guidance_interval: tuple[float, float] | None = SHAPES_GUIDANCE_INTERVAL,  # guidance at these network times only (None: every step)
 ) -> list[Tensor | None] | tuple[list[Tensor | None], list[str]]:
-    "Per picture the latent the model draws after the picture and the instruction (with `caption_first`, after the caption it writes); None if it wrote none."
+    "Per picture the latent the model draws after the picture and the instruction (and what it writes: the object it changes, the caption); None if it wrote none."
     if len(latents) != len(instructions): raise ValueError(f'edit_images: {len(latents)} pictures but {len(instructions)} instructions')
     kw = dict(temperature=0., steps=steps, guidance_scale=guidance_scale, generator=generator, guidance_interval=guidance_interval)
-    prompts = [[z, tokenizer.encode(f'{t} {CAPTION_START}' if caption_first else t)] for z, t in zip(latents, instructions)]
+    start = CAPTION_START if caption_first and not referents else ''  # the caption's first word ends the instruction (it could go on:
+    prompts = [[z, tokenizer.encode(f'{t} {start}', eos=referents)] for z, t in zip(latents, instructions)]  # 'moves to the top' ... 'left'), or <eos> does
     texts = [[] for _ in prompts]  # what each row wrote before its picture
     z = [None] * len(prompts)
-    if caption_first:  # the caption's first word ends the instruction (it could go on: 'moves to the top' ... 'left')
+    if caption_first or referents:
         for r, row in enumerate(model.generate(prompts, max_tokens=max_tokens, max_images=1, **kw)):
             texts[r] = [x for x in row if not x.is_floating_point()]
             z[r] = next((x for x in row if x.is_floating_point()), None)
@@ -218,10 +236,16 @@ def edit_images(
         out = model.generate([prompts[r] + texts[r] for r in rest], max_tokens=7, open_image=True, **kw)
         for r, row in zip(rest, out): z[r] = next((x for x in row if x.is_floating_point()), None)
     if not return_text: return z
-    return z, [' '.join([CAPTION_START] + [tokenizer.decode(x.cpu()) for x in t]) if caption_first else '' for t in texts]
+    return z, [' '.join(([start] if start else []) + [tokenizer.decode(x.cpu()) for x in t]) for t in texts]
 
 # %% ../nbs/16_shapes_transfusion.ipynb #dc46c870
 CAPTION_START = 'a'  # the first word of every caption: with it after a picture, the model writes a caption, not an instruction
+
+def edit_plan(text: str) -> tuple[str, str]:
+    "What an edit wrote before its picture (`edit_images(..., return_text=True)`), split: `(object, caption)`, e.g. `('the first one', 'a square picture of ...')`."
+    w = text.split()
+    k = w.index(CAPTION_START) if CAPTION_START in w else len(w)
+    return ' '.join(w[:k]), ' '.join(w[k:])
 
 def caption_latents(model: nn.Module, tokenizer: WordTokenizer, latents: Sequence[Tensor], max_tokens: int = 16) -> list[str]:
     "The caption the model writes (greedy, up to `<eos>`) for each latent `(c, y, x)`, prompted with the picture and `CAPTION_START`."
@@ -301,7 +325,7 @@ def _caption_right(text: str, scene: Scene) -> bool:
 
 # %% ../nbs/16_shapes_transfusion.ipynb #6695842d
 def _caption_and_edit_scores(model, tokenizer, vae, judge, n, seed, guidance_scale, steps, generator, caption_first=True,
-                             guidance_interval=SHAPES_GUIDANCE_INTERVAL) -> tuple[dict, dict]:
+                             guidance_interval=SHAPES_GUIDANCE_INTERVAL, referents=False) -> tuple[dict, dict]:
     "Captioning of fresh one- and two-object pictures, and edits of fresh pictures (in all, and by objects), judged; and what was made."
     m, made = {}, {}
     for kind, k in (('captioning_exact', 1), ('captioning_exact_two_object', 2)):
@@ -310,13 +334,14 @@ def _caption_and_edit_scores(model, tokenizer, vae, judge, n, seed, guidance_sca
         m[kind] = float(np.mean([_caption_right(t, s) for t, s in zip(said, scenes)])); made[kind] = (scenes, said)
     docs = [d for j, f in enumerate(FORMATS) for d in edit_documents(n, seed=10**7 * (seed + 3) + j, fmt=f, split='train')]
     z, said = edit_images(model, tokenizer, [encode_latents(vae, render([b]))[0] for b, _, _ in docs], [t for _, t, _ in docs],
-                          guidance_scale, steps, generator, caption_first, return_text=True, guidance_interval=guidance_interval)
+                          guidance_scale, steps, generator, caption_first, referents, return_text=True, guidance_interval=guidance_interval)
     read = read_latents(judge, vae, z)
     ok = np.array([exists(r) and caption(r) == caption(describe(a).canonical()) for r, (_, _, a) in zip(read, docs)])
     two = np.array([len(b.objs) == 2 for b, _, _ in docs])
     share = lambda sel: float(ok[sel].mean()) if sel.any() else float('nan')
     m.update(edit_accuracy=float(ok.mean()), edit_accuracy_one_object=share(~two), edit_accuracy_two_object=share(two))
-    if caption_first: m['edit_caption_exact'] = float(np.mean([_caption_right(t, a) for t, (_, _, a) in zip(said, docs)]))
+    if caption_first: m['edit_caption_exact'] = float(np.mean([_caption_right(edit_plan(t)[1], a) for t, (_, _, a) in zip(said, docs)]))
+    if referents: m['edit_referent_exact'] = float(np.mean([edit_plan(t)[0] == edit_referent(b, a) for t, (b, _, a) in zip(said, docs)]))
     made['edits'] = (docs, z, said)
     return m, made
 
@@ -330,6 +355,7 @@ def evaluate_shapes(
     seed: int = 0,  # seeds the prompts and the noise
     steps: int | None = None,  # sampler steps (default: the model's)
     edit_captions: bool = True,  # the model was trained to caption an edit before drawing it (ShapesDocuments)
+    edit_referents: bool = False,  # ... and to name the object it changes first (ShapesDocuments)
     guidance_interval: tuple[float, float] | None = SHAPES_GUIDANCE_INTERVAL,  # guidance at these network times only (None: every step)
 ) -> tuple[dict, dict]:
     "`(metrics, made)`: a shapes model judged on freshly rendered prompts (text-to-image, captions, edits, Fréchet), and what it made."
@@ -339,7 +365,7 @@ def evaluate_shapes(
         prompts = eval_prompts(n, seed)
         m, made = _text_to_image_scores(model, tokenizer, vae, judge, prompts, guidance_scale, steps, g, guidance_interval)
         m.update(_frechet(judge, vae, prompts['one_object'], made['one_object'], seed))
-        m2, made2 = _caption_and_edit_scores(model, tokenizer, vae, judge, n, seed, guidance_scale, steps, g, edit_captions, guidance_interval)
+        m2, made2 = _caption_and_edit_scores(model, tokenizer, vae, judge, n, seed, guidance_scale, steps, g, edit_captions, guidance_interval, edit_referents)
     m.update(m2, eval_seconds=time.perf_counter() - t0, eval_prompts_per_format=n, guidance_scale=guidance_scale,
              guidance_interval=list(guidance_interval) if guidance_interval is not None else None)
     return m, {**made, **made2, 'prompts': prompts}
@@ -414,7 +440,7 @@ def train_shapes(
                'parameters': sum(p.numel() for p in trainer.model.parameters())}
     if evaluate and trainer.is_main:
         m, made = evaluate_shapes(trainer.ema.model.eval(), trainer.data.tokenizer, vae, judge, n=eval_n, seed=trainer.config.seed,
-                                  edit_captions=trainer.data.edit_captions)
+                                  edit_captions=trainer.data.edit_captions, edit_referents=trainer.data.edit_referents)
         metrics.update(m)
         if exists(out): write_run_grids(out, vae, made)
     metrics.update(total_seconds=time.perf_counter() - t0, config=asdict(trainer.config), model_config=trainer.model.config)
@@ -528,7 +554,8 @@ def run_shapes_variant(
             with seeded(seed) as g: z = text_to_image(model, tok, [caption(s) for s in prompts], w, None, g)
             sc = attribute_scores(read_latents(judge, vae, z), truth)
             out.update({f'{k}@{w:g}': v for k, v in sc['per_attribute'].items()}, **{f'all_correct@{w:g}': sc['all_correct']})
-        with seeded(seed) as g: m, _ = _caption_and_edit_scores(model, tok, vae, judge, n, seed, SHAPES_GUIDANCE, None, g, tr.data.edit_captions)
+        with seeded(seed) as g: m, _ = _caption_and_edit_scores(model, tok, vae, judge, n, seed, SHAPES_GUIDANCE, None, g, tr.data.edit_captions,
+                                                                   referents=tr.data.edit_referents)
         out.update(m, seconds=time.perf_counter() - t0)
         return out
     finally: torch.set_num_threads(threads)
