@@ -31,7 +31,7 @@ from .ablations import causal_within_images
 __all__ = ['SHAPES_MODEL', 'SHAPES_TRAIN', 'SHAPES_DATA', 'SHAPES_GUIDANCE', 'SHAPES_GUIDANCE_INTERVAL', 'CAPTION_START',
            'SHAPES_TARGETS', 'PIXEL_MODEL', 'SHAPES_VARIANTS', 'SHAPES_COMPARE', 'shapes_model', 'latent_shape',
            'format_of', 'ShapesDocuments', 'edit_referent', 'run_edit_captions', 'run_edit_referents', 'shapes_trainer',
-           'text_to_image', 'edit_images', 'edit_plan', 'caption_latents', 'read_latents', 'attribute_scores',
+           'text_to_image', 'edit_images', 'caption_latents', 'edit_plan', 'read_latents', 'attribute_scores',
            'eval_prompts', 'evaluate_shapes', 'plot_pictures', 'write_run_grids', 'train_shapes', 'load_shapes',
            'read_picture', 'shapes_targets_met', 'shapes_targets_report', 'ShapesPixels', 'run_shapes_variant',
            'GenEvent', 'trace_generation', 'plot_token_strip', 'latent_rgb', 'plot_generation', 'generation_frames',
@@ -113,7 +113,7 @@ def set_epoch(self, epoch: int) -> None:
     kinds = g.choice(3, size=len(self.docs), p=self.p)
     self.kind = [0 if k == 2 and d[1] is None else int(k) for k, d in zip(kinds, self.docs)]
 
-# %% ../nbs/16_shapes_transfusion.ipynb #5dc385ae
+# %% ../nbs/16_shapes_transfusion.ipynb #8eb3704b
 _PLACES = {'left of': ('the left one', 'the right one'), 'right of': ('the right one', 'the left one'),
            'above': ('the top one', 'the bottom one'), 'below': ('the bottom one', 'the top one')}
 
@@ -122,6 +122,7 @@ def edit_referent(before: Scene, after: Scene) -> str:
     if len(before.objs) == 1: return 'it'
     return _PLACES[before.relation][int(before.objs[0] == after.objs[0])]  # the first object of the scene, or the second
 
+# %% ../nbs/16_shapes_transfusion.ipynb #5dc385ae
 @patch_to(ShapesDocuments)
 def __getitem__(self, i: int) -> list:
     "Document `i` of the current epoch: a list of text ids and latents."
@@ -157,6 +158,7 @@ def run_edit_captions(ckpt: Mapping) -> bool:
     "Whether a shapes checkpoint's edit documents captioned the edited picture before it (`ShapesDocuments(edit_captions=...)`); runs from before the option did not."
     return bool(((ckpt.get('extra') or {}).get('data_settings') or {}).get('edit_captions', False))
 
+# %% ../nbs/16_shapes_transfusion.ipynb #e0363e27
 def run_edit_referents(ckpt: Mapping) -> bool:
     "Whether a shapes checkpoint's edit documents named the object an edit changes after the instruction (`ShapesDocuments(edit_referents=...)`); runs from before the option did not."
     return bool(((ckpt.get('extra') or {}).get('data_settings') or {}).get('edit_referents', False))
@@ -241,17 +243,18 @@ def edit_images(
 # %% ../nbs/16_shapes_transfusion.ipynb #dc46c870
 CAPTION_START = 'a'  # the first word of every caption: with it after a picture, the model writes a caption, not an instruction
 
-def edit_plan(text: str) -> tuple[str, str]:
-    "What an edit wrote before its picture (`edit_images(..., return_text=True)`), split: `(object, caption)`, e.g. `('the first one', 'a square picture of ...')`."
-    w = text.split()
-    k = w.index(CAPTION_START) if CAPTION_START in w else len(w)
-    return ' '.join(w[:k]), ' '.join(w[k:])
-
 def caption_latents(model: nn.Module, tokenizer: WordTokenizer, latents: Sequence[Tensor], max_tokens: int = 16) -> list[str]:
     "The caption the model writes (greedy, up to `<eos>`) for each latent `(c, y, x)`, prompted with the picture and `CAPTION_START`."
     start = tokenizer.encode(CAPTION_START)
     out = model.generate([[z, start] for z in latents], max_tokens=max_tokens, temperature=0., eos_id=tokenizer.eos_id, allow_images=False)
     return [' '.join([CAPTION_START] + [tokenizer.decode(t.cpu()) for t in row]) for row in out]
+
+# %% ../nbs/16_shapes_transfusion.ipynb #65bc06d3
+def edit_plan(text: str) -> tuple[str, str]:
+    "What an edit wrote before its picture (`edit_images(..., return_text=True)`), split: `(object, caption)`, e.g. `('the left one', 'a square picture of ...')`."
+    w = text.split()
+    k = w.index(CAPTION_START) if CAPTION_START in w else len(w)
+    return ' '.join(w[:k]), ' '.join(w[k:])
 
 # %% ../nbs/16_shapes_transfusion.ipynb #77b7e8d4
 def read_latents(judge: nn.Module, vae: ShapesVAE, latents: Sequence[Tensor | None]) -> list[Description | None]:
