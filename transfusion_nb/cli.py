@@ -19,7 +19,7 @@ from .shapes import FORMATS, parse_caption
 from .autoencoder import encode_latents, decode_latents
 from .shapes_run import (SHAPES_MODEL, SHAPES_TRAIN, SHAPES_DATA, SHAPES_GUIDANCE, train_shapes, load_shapes, read_picture,
                                        text_to_image, edit_images, caption_latents, run_edit_captions,
-                                       run_edit_referents, edit_plan)
+                                       run_edit_referents, edit_plan, SHAPES_GUIDANCE_INTERVAL)
 
 # %% auto #0
 __all__ = ['positive_int', 'non_negative_int', 'positive_float', 'finite_float', 'TRAIN_FLAGS', 'EDIT_VERBS', 'NOTEBOOKS',
@@ -312,6 +312,8 @@ def _add_train_parser(subparsers) -> None:
     t.set_defaults(run=train_command)
 
 # %% ../nbs/90_cli.ipynb #1f76c1b3
+_SHAPES_INTERVAL = '{:g} to {:g}'.format(*SHAPES_GUIDANCE_INTERVAL)  # where shapes sampling guides (0: noise)
+
 def _add_sample_parser(subparsers) -> None:
     s = subparsers.add_parser('sample', help='draw images for a prompt with a trained checkpoint')
     s.add_argument('--ckpt', default='runs/digits/checkpoint.pt', help='checkpoint or run folder (default: %(default)s)')
@@ -320,7 +322,8 @@ def _add_sample_parser(subparsers) -> None:
     s.add_argument('--out', type=png_path, help='the PNG to write (default: <prompt>.png)')
     s.add_argument('--n', type=number_arg(True, 1, 1000), help='images to draw, side by side, 1 to 1000 (default: 8; shapes 1, a file that caption and edit read)')
     s.add_argument('--steps', type=number_arg(True, 1, 10_000), help='sampler steps, 1 to 10000 (default: the model\'s)')
-    s.add_argument('--guidance', type=number_arg(lo=0), help=f'classifier-free guidance scale >= 0, 1: none (default: the run\'s, {DIGITS_GUIDANCE} for train\'s, {SHAPES_GUIDANCE} for shapes)')
+    s.add_argument('--guidance', type=number_arg(lo=0), help=f'classifier-free guidance scale >= 0, 1: none (default: the run\'s, {DIGITS_GUIDANCE} for train\'s, {SHAPES_GUIDANCE} for shapes, '
+                        f'where it guides only at network times {_SHAPES_INTERVAL})')
     s.add_argument('--seed', type=non_negative_int, default=0, help='seed of the noise (default: %(default)s)')
     s.set_defaults(run=sample_command)
 
@@ -340,7 +343,8 @@ def _add_edit_parser(subparsers) -> None:
     e.add_argument('--prompt', required=True, help='the instruction, e.g. "it turns blue", "the red circle shrinks", "it moves to the top"')
     e.add_argument('--out', type=png_path, help='the PNG to write (default: <image name>_<prompt>.png)')
     e.add_argument('--steps', type=number_arg(True, 1, 10_000), help='sampler steps, 1 to 10000 (default: the model\'s)')
-    e.add_argument('--guidance', type=number_arg(lo=0), help=f'classifier-free guidance scale >= 0 (default: the run\'s, {SHAPES_GUIDANCE})')
+    e.add_argument('--guidance', type=number_arg(lo=0), help=f'classifier-free guidance scale >= 0 (default: the run\'s, {SHAPES_GUIDANCE}), '
+                        f'guiding only at network times {_SHAPES_INTERVAL}')
     e.add_argument('--seed', type=non_negative_int, default=0, help='seed of the noise (default: %(default)s)')
     e.set_defaults(run=edit_command)
 
