@@ -154,14 +154,18 @@ def _shapes_sample_fn(tokenizer: WordTokenizer, vae: ShapesVAE):
     return sample
 
 # %% ../nbs/16_shapes_transfusion.ipynb #200cdb0c
+def _run_data_setting(ckpt: Mapping, name: str) -> bool:
+    "A yes/no setting of the documents a shapes checkpoint was trained on; False for a run from before the setting existed."
+    return bool(((ckpt.get('extra') or {}).get('data_settings') or {}).get(name, False))
+
 def run_edit_captions(ckpt: Mapping) -> bool:
     "Whether a shapes checkpoint's edit documents captioned the edited picture before it (`ShapesDocuments(edit_captions=...)`); runs from before the option did not."
-    return bool(((ckpt.get('extra') or {}).get('data_settings') or {}).get('edit_captions', False))
+    return _run_data_setting(ckpt, 'edit_captions')
 
 # %% ../nbs/16_shapes_transfusion.ipynb #e0363e27
 def run_edit_referents(ckpt: Mapping) -> bool:
     "Whether a shapes checkpoint's edit documents named the object an edit changes after the instruction (`ShapesDocuments(edit_referents=...)`); runs from before the option did not."
-    return bool(((ckpt.get('extra') or {}).get('data_settings') or {}).get('edit_referents', False))
+    return _run_data_setting(ckpt, 'edit_referents')
 
 # %% ../nbs/16_shapes_transfusion.ipynb #4b56ab51
 def shapes_trainer(
