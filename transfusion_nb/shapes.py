@@ -178,17 +178,20 @@ def sample_scenes(
     seed: int = 0,  # the same seed gives the same scenes
     fmt: str = 'square',  # 'square' or 'wide'
     n_objects: int | None = None,  # 1 or 2 objects in every scene; None: either, at random
+    p_two: float | None = None,  # with n_objects None: the chance of two objects (None: even odds, drawn as a fair coin)
     split: str = 'all',  # 'train': no held-out colour-shape pair; 'held_out': at least one per scene; 'all': anything
 ) -> list[Scene]:
     "`n` random scenes, reproducible from `seed`."
     if fmt not in FORMATS: raise ValueError(f'sample_scenes: unknown format {fmt!r}; expected one of {tuple(FORMATS)}')
     if n_objects not in (None, 1, 2): raise ValueError(f'sample_scenes: n_objects must be 1, 2 or None, got {n_objects}')
+    if exists(p_two) and not (isinstance(p_two, (int, float)) and 0 <= p_two <= 1):
+        raise ValueError(f'sample_scenes: p_two must be a probability in [0, 1] or None, got {p_two!r}')
     everything = [(c, s) for c in ATTRIBUTES['colour'] for s in ATTRIBUTES['shape']]
     pools = {'all': everything, 'train': [p for p in everything if p not in HELD_OUT], 'held_out': sorted(HELD_OUT)}
     if split not in pools: raise ValueError(f'sample_scenes: unknown split {split!r}; expected one of {tuple(pools)}')
     g, out = np.random.default_rng(seed), []
     for _ in range(n):
-        k = n_objects or int(g.integers(1, 3))
+        k = n_objects or (int(g.integers(1, 3)) if p_two is None else 1 + int(g.random() < p_two))
         cells = [int(g.integers(9))]
         if k == 2: cells.append(_partners(cells[0])[g.integers(4)])
         special = int(g.integers(k)) if split == 'held_out' else -1  # the slot that gets a held-out pair
@@ -311,11 +314,12 @@ def edit_documents(
     seed: int = 0,  # the same seed gives the same documents
     fmt: str = 'square',  # format of the scenes
     split: str = 'all',  # which scenes, as in sample_scenes; the edited scene may leave the split
+    p_two: float | None = None,  # the chance of a scene of two objects, as in sample_scenes (None: even odds)
 ) -> list[tuple[Scene, str, Scene]]:
     "`n` random (scene, instruction, edited scene) triples: a random attribute of a random object changed (scenes from `sample_scenes`)."
     g = np.random.default_rng(seed)
     docs = []
-    for s in sample_scenes(n, seed=seed, fmt=fmt, split=split):
+    for s in sample_scenes(n, seed=seed, fmt=fmt, split=split, p_two=p_two):
         k = int(g.integers(len(s.objs))); o, subject = s.objs[k], _subjects(s)[k]
         kinds = ['colour', 'size', 'shape'] + (['position'] if len(s.objs) == 1 else [])
         kind = kinds[g.integers(len(kinds))]

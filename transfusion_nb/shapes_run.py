@@ -88,15 +88,17 @@ class ShapesDocuments:
                  edit_captions: bool = True,  # an edit document says what the edited picture shows (its caption) before it
                  canonical_captions: bool = True,  # the captions the model writes name two objects left to right or top to bottom
                  edit_referents: bool = False,  # an edit document ends the instruction with <eos> and names the object it changes by its place
+                 p_two_objects: float | None = None,  # the share of scenes with two objects (None: half, as sample_scenes draws them)
                  data_seed: int = 0, tokenizer: WordTokenizer | None = None):
         check_number('ShapesDocuments: n_scenes', n_scenes, lo=1, integer=True)
+        if exists(p_two_objects): check_number('ShapesDocuments: p_two_objects', p_two_objects, lo=0, hi=1)
         p = np.array([p_text_to_image, p_caption, p_edit], dtype=np.float64)
         if (p < 0).any() or not math.isclose(p.sum(), 1): raise ValueError(f'ShapesDocuments: the three probabilities must sum to 1, got {p.tolist()}')
         self.p, self.seed, self.tokenizer = p, data_seed, default(tokenizer, shapes_tokenizer)
         self.edit_captions, self.canonical_captions, self.edit_referents = bool(edit_captions), bool(canonical_captions), bool(edit_referents)
         self.docs, self.latents, self.edited = [], [], []
         for k, fmt in enumerate(FORMATS):  # scenes of the train split; an edit that makes a held-out pair is left out
-            docs = edit_documents(n_scenes, seed=10**6 * (data_seed + 1) + k, fmt=fmt, split='train')
+            docs = edit_documents(n_scenes, seed=10**6 * (data_seed + 1) + k, fmt=fmt, split='train', p_two=p_two_objects)
             keep = [not any((o.colour, o.shape) in HELD_OUT for o in after.objs) for _, _, after in docs]
             self.docs += [(before, instr if ok else None, after if ok else None) for (before, instr, after), ok in zip(docs, keep)]
             self.latents += list(_encode_scenes(vae, [d[0] for d in docs]))
