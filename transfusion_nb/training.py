@@ -21,10 +21,10 @@ from .utils import exists, default, new_fig, seeded, divisible_by, show_images
 
 # %% auto #0
 __all__ = ['CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'RESUMABLE', 'lr_factor', 'plot_lr_schedule', 'EMA', 'plot_ema',
-           'epoch_permutation', 'MicroBatch', 'micro_seed', 'seed_step', 'step_batches', 'rng_state', 'set_rng_state',
-           'atomic_save', 'checkpoint_digests', 'load_checkpoint', 'load_weights', 'check_number', 'TrainConfig',
-           'dist_info', 'make_optimizer', 'to_device', 'writable_dir', 'Trainer', 'resumed_config', 'save_image_grid',
-           'plot_history', 'init_distributed', 'close_distributed']
+           'epoch_permutation', 'grouped_permutation', 'MicroBatch', 'micro_seed', 'seed_step', 'step_batches',
+           'rng_state', 'set_rng_state', 'atomic_save', 'checkpoint_digests', 'load_checkpoint', 'load_weights',
+           'check_number', 'TrainConfig', 'dist_info', 'make_optimizer', 'to_device', 'writable_dir', 'Trainer',
+           'resumed_config', 'save_image_grid', 'plot_history', 'init_distributed', 'close_distributed']
 
 # %% ../nbs/10_training.ipynb #f99a4604
 def lr_factor(
@@ -126,6 +126,22 @@ def epoch_permutation(n: int, epoch: int, seed: int = 0) -> Tensor:
     g = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**63)
     return torch.randperm(n, generator=g)
 
+# %% ../nbs/10_training.ipynb #41793928
+def grouped_permutation(
+    groups: Sequence[int],  # a group per example (e.g. the picture format of each document)
+    epoch: int, seed: int,  # as in epoch_permutation
+    batch_size: int,  # B: every run of B examples of the order comes from one group
+) -> Tensor:
+    "The order of the examples in `epoch` in batches of one group: each group shuffled and cut into full batches (its last incomplete one dropped), the batches shuffled."
+    g = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**63)
+    keys, batches = torch.as_tensor(groups), []
+    for key in keys.unique().tolist():
+        idx = (keys == key).nonzero().flatten()
+        batches += list(idx[torch.randperm(len(idx), generator=g)][:len(idx) // batch_size * batch_size].view(-1, batch_size).unbind())
+    if not batches: raise ValueError(f'grouped_permutation: no group holds a full batch of {batch_size} examples')
+    return torch.cat([batches[i] for i in torch.randperm(len(batches), generator=g)])
+
+
 # %% ../nbs/10_training.ipynb #4fe7d613
 @dataclass(frozen=True)
 class MicroBatch:
@@ -156,6 +172,7 @@ def step_batches(
     rank: int = 0,  # this process
     world: int = 1,  # number of processes
     micro_batches: int = 1,  # m, micro-batches per process (gradient accumulation)
+    groups: Sequence[int] | None = None,  # a group per example: each global batch is drawn from one group (None: from all)
 ) -> tuple[int, list[MicroBatch]]:
     "The epoch of `step` and this process's micro-batches of the global batch, each with the seed of its noise."
     parts = world * micro_batches
@@ -164,9 +181,13 @@ def step_batches(
                          f'processes x micro-batches = {world} x {micro_batches} = {parts}')
     if batch_size > n: raise ValueError(f'step_batches: the batch size {batch_size} exceeds the data set ({n} examples)')
     if not 0 <= rank < world: raise ValueError(f'step_batches: rank {rank} outside [0, {world})')
-    per_epoch = n // batch_size  # K: the last incomplete batch of an epoch is dropped
+    if exists(groups) and len(groups) != n: raise ValueError(f'step_batches: {len(groups)} groups for {n} examples; expected one per example')
+    # K: the last incomplete batch of an epoch (of each group) is dropped
+    per_epoch = n // batch_size if groups is None else int((torch.as_tensor(groups).unique(return_counts=True)[1] // batch_size).sum())
+    if per_epoch == 0: raise ValueError(f'step_batches: no group holds a full batch of {batch_size} examples')
     epoch, k = divmod(step, per_epoch)
-    batch = epoch_permutation(n, epoch, seed)[k * batch_size:(k + 1) * batch_size]
+    order = epoch_permutation(n, epoch, seed) if groups is None else grouped_permutation(groups, epoch, seed, batch_size)
+    batch = order[k * batch_size:(k + 1) * batch_size]
     size = batch_size // parts
     js = range(rank * micro_batches, (rank + 1) * micro_batches)
     return epoch, [MicroBatch(j, micro_seed(seed, step, j), batch[j * size:(j + 1) * size]) for j in js]
@@ -339,6 +360,7 @@ class TrainConfig:
     sample_every: int = 0  # write a sample grid every this many steps; 0: never
     ckpt_every: int = 0  # write a checkpoint every this many steps; 0: only when asked
     progress: bool = True  # show a progress bar (process 0 only)
+    group_batches: bool = False  # draw each global batch from one group of the data set's `batch_groups` (less padding)
 
     def __post_init__(self):
         c = lambda k, v=None, **kw: check_number(f'TrainConfig: {k}', getattr(self, k) if v is None else v, **kw)
@@ -350,7 +372,8 @@ class TrainConfig:
         if isinstance(self.betas, str) or len(tuple(self.betas)) != 2: raise ValueError(f'TrainConfig: betas must be two numbers, got {self.betas!r}')
         self.betas = tuple(self.betas)
         for b in self.betas: c('betas', b, lo=0, hi=1, hi_open=True)
-        if not isinstance(self.progress, bool): raise ValueError(f'TrainConfig: progress must be a bool, got {self.progress!r}')
+        for k in ('progress', 'group_batches'):
+            if not isinstance(getattr(self, k), bool): raise ValueError(f'TrainConfig: {k} must be a bool, got {getattr(self, k)!r}')
 
 # %% ../nbs/10_training.ipynb #4dfca392
 def dist_info() -> tuple[int, int, int]:
@@ -415,7 +438,10 @@ class Trainer:
         self.config = cfg = default(config, TrainConfig)
         self.rank, self.world, local = dist_info()
         self.device = torch.device(default(device, lambda: f'cuda:{local}' if torch.cuda.is_available() else 'cpu'))
-        step_batches(len(data), 0, cfg.batch_size, cfg.seed, self.rank, self.world, cfg.micro_batches)  # check the sizes now
+        if cfg.group_batches and not hasattr(data, 'batch_groups'):
+            raise ValueError(f'Trainer: group_batches=True needs a data set with batch_groups (a group per example); {type(data).__name__} has none')
+        self.groups = list(data.batch_groups) if cfg.group_batches else None
+        step_batches(len(data), 0, cfg.batch_size, cfg.seed, self.rank, self.world, cfg.micro_batches, self.groups)  # check the sizes now
         self.model = model.to(self.device)
         self.net = self.model  # what the forward pass calls: the model, or its DDP wrapper
         if self.world > 1:
@@ -441,7 +467,7 @@ def train_step(self) -> dict:
     cfg, t0 = self.config, time.perf_counter()
     lr = cfg.lr * lr_factor(self.step, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio)
     for g in self.opt.param_groups: g['lr'] = lr
-    epoch, mbs = step_batches(len(self.data), self.step, cfg.batch_size, cfg.seed, self.rank, self.world, cfg.micro_batches)
+    epoch, mbs = step_batches(len(self.data), self.step, cfg.batch_size, cfg.seed, self.rank, self.world, cfg.micro_batches, self.groups)
     if epoch != self._epoch and hasattr(self.data, 'set_epoch'): self.data.set_epoch(epoch)
     self._epoch = epoch
     self.net.train()
