@@ -43,12 +43,13 @@ SHAPES_MODEL: dict[str, Any] = dict(dim=96, depth=3, heads=8, dim_head=12, chann
                                     diffusion_loss_weight=5., max_noise_captioning=0.5, cond_drop_prob=0.1, meta_tokens=True, max_image_size=16)
 
 # %% ../nbs/16_shapes_transfusion.ipynb #b241ade5
-SHAPES_TRAIN: dict[str, Any] = dict(steps=6000, batch_size=24, lr=2e-3, warmup_steps=200, min_lr_ratio=0.1,
-                                    grad_clip=1.0, ema_beta=0.998, weight_decay=0.01, sample_every=1000, log_every=10)
+SHAPES_TRAIN: dict[str, Any] = dict(steps=6400, batch_size=24, lr=2e-3, warmup_steps=200, min_lr_ratio=0.1,
+                                    grad_clip=1.0, ema_beta=0.998, weight_decay=0.01, sample_every=1000, log_every=10,
+                                    group_batches=True)  # each batch of one picture format: less padding
 
 # %% ../nbs/16_shapes_transfusion.ipynb #10f80dcb
 SHAPES_DATA: dict[str, Any] = dict(n_scenes=8000, p_text_to_image=0.15, p_caption=0.05, p_edit=0.8, edit_captions=True,
-                                   canonical_captions=True, edit_referents=False, data_seed=0)  # n_scenes: per format
+                                   canonical_captions=True, edit_referents=True, data_seed=0)  # n_scenes: per format
 
 # %% ../nbs/16_shapes_transfusion.ipynb #5f938f20
 SHAPES_GUIDANCE: float = 3.0  # classifier-free guidance scale of the samples and the evaluation
@@ -98,13 +99,14 @@ class ShapesDocuments:
         if (p < 0).any() or not math.isclose(p.sum(), 1): raise ValueError(f'ShapesDocuments: the three probabilities must sum to 1, got {p.tolist()}')
         self.p, self.seed, self.tokenizer = p, data_seed, default(tokenizer, shapes_tokenizer)
         self.edit_captions, self.canonical_captions, self.edit_referents = bool(edit_captions), bool(canonical_captions), bool(edit_referents)
-        self.docs, self.latents, self.edited = [], [], []
+        self.docs, self.latents, self.edited, self.batch_groups = [], [], [], []  # batch_groups: the format of each document (TrainConfig.group_batches)
         for k, fmt in enumerate(FORMATS):  # scenes of the train split; an edit that makes a held-out pair is left out
             docs = edit_documents(n_scenes, seed=10**6 * (data_seed + 1) + k, fmt=fmt, split='train', p_two=p_two_objects)
             keep = [not any((o.colour, o.shape) in HELD_OUT for o in after.objs) for _, _, after in docs]
             self.docs += [(before, instr if ok else None, after if ok else None) for (before, instr, after), ok in zip(docs, keep)]
             self.latents += list(_encode_scenes(vae, [d[0] for d in docs]))
             self.edited += list(_encode_scenes(vae, [d[2] for d in docs]))
+            self.batch_groups += [k] * len(docs)
         self.set_epoch(0)
 
     def __len__(self) -> int: return len(self.docs)
