@@ -440,7 +440,7 @@ class Trainer:
         self.device = torch.device(default(device, lambda: f'cuda:{local}' if torch.cuda.is_available() else 'cpu'))
         if cfg.group_batches and not hasattr(data, 'batch_groups'):
             raise ValueError(f'Trainer: group_batches=True needs a data set with batch_groups (a group per example); {type(data).__name__} has none')
-        self.groups = list(data.batch_groups) if cfg.group_batches else None
+        self.groups = torch.as_tensor(data.batch_groups) if cfg.group_batches else None  # a tensor: each step reads it at once
         step_batches(len(data), 0, cfg.batch_size, cfg.seed, self.rank, self.world, cfg.micro_batches, self.groups)  # check the sizes now
         self.model = model.to(self.device)
         self.net = self.model  # what the forward pass calls: the model, or its DDP wrapper
