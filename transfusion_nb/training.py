@@ -21,10 +21,10 @@ from .utils import exists, default, new_fig, seeded, divisible_by, show_images
 
 # %% auto #0
 __all__ = ['CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'RESUMABLE', 'lr_factor', 'plot_lr_schedule', 'EMA', 'plot_ema',
-           'epoch_permutation', 'grouped_permutation', 'MicroBatch', 'micro_seed', 'seed_step', 'step_batches',
-           'rng_state', 'set_rng_state', 'atomic_save', 'checkpoint_digests', 'load_checkpoint', 'load_weights',
-           'check_number', 'TrainConfig', 'dist_info', 'make_optimizer', 'to_device', 'writable_dir', 'Trainer',
-           'resumed_config', 'save_image_grid', 'plot_history', 'init_distributed', 'close_distributed']
+           'epoch_generator', 'epoch_permutation', 'grouped_permutation', 'MicroBatch', 'micro_seed', 'seed_step',
+           'step_batches', 'rng_state', 'set_rng_state', 'atomic_save', 'checkpoint_digests', 'load_checkpoint',
+           'load_weights', 'check_number', 'TrainConfig', 'dist_info', 'make_optimizer', 'to_device', 'writable_dir',
+           'Trainer', 'resumed_config', 'save_image_grid', 'plot_history', 'init_distributed', 'close_distributed']
 
 # %% ../nbs/10_training.ipynb #f99a4604
 def lr_factor(
@@ -120,11 +120,15 @@ def plot_ema(
     ax.set_xlabel('step'); ax.legend(frameon=False); ax.figure.tight_layout()
     return ax
 
+# %% ../nbs/10_training.ipynb #36a40530
+def epoch_generator(epoch: int, seed: int = 0) -> torch.Generator:
+    "The generator that draws the order of the examples in `epoch` of the run with `seed`: distinct for every (seed, epoch)."
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**63)
+
 # %% ../nbs/10_training.ipynb #df25aed8
 def epoch_permutation(n: int, epoch: int, seed: int = 0) -> Tensor:
     "The order of the `n` examples in `epoch`: a permutation drawn from a generator seeded by `(seed, epoch)`."
-    g = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**63)
-    return torch.randperm(n, generator=g)
+    return torch.randperm(n, generator=epoch_generator(epoch, seed))
 
 # %% ../nbs/10_training.ipynb #41793928
 def grouped_permutation(
@@ -133,7 +137,7 @@ def grouped_permutation(
     batch_size: int,  # B: every run of B examples of the order comes from one group
 ) -> Tensor:
     "The order of the examples in `epoch` in batches of one group: each group shuffled and cut into full batches (its last incomplete one dropped), the batches shuffled."
-    g = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**63)
+    g = epoch_generator(epoch, seed)
     keys, batches = torch.as_tensor(groups), []
     for key in keys.unique().tolist():
         idx = (keys == key).nonzero().flatten()
