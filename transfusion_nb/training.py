@@ -145,7 +145,6 @@ def grouped_permutation(
     if not batches: raise ValueError(f'grouped_permutation: no group holds a full batch of {batch_size} examples')
     return torch.cat([batches[i] for i in torch.randperm(len(batches), generator=g)])
 
-
 # %% ../nbs/10_training.ipynb #4fe7d613
 @dataclass(frozen=True)
 class MicroBatch:
