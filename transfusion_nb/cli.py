@@ -631,7 +631,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     with warnings.catch_warnings():  # a warning is one line too, e.g. for a checkpoint without hashes
         warnings.showwarning = lambda message, *a, **k: print(f'transfusion-nb: warning: {message}', file=sys.stderr)
-        if exists(getattr(args, 'run', None)): return args.run(args) or 0
+        if exists(getattr(args, 'run', None)):
+            rc = args.run(args) or 0
+            if argv is None and int(os.environ.get('WORLD_SIZE', '1')) > 1 and not torch.cuda.is_available():
+                # one of several CPU (gloo) processes under torchrun: leave without Python's teardown, which now and
+                # then aborts after all the work is done (see "Several processes" in 10_training)
+                sys.stdout.flush(); sys.stderr.flush(); os._exit(rc)
+            return rc
         if args.command in (None, 'notebooks'):
             print(f'transfusion_nb {transfusion_nb.__version__}\n')
             print(notebook_map())
