@@ -285,7 +285,7 @@ def _add_train_parser(subparsers) -> None:
                               description='Train Transfusion on the bundled 8x8 digits, or with --data shapes on VAE latents of the shapes world '
                                           '(captions, pictures and edits), and write runs/<name>/: checkpoint.pt, samples.png, captions.png '
                                           '(shapes: edits.png), metrics.json and samples/ grids during training. '
-                                          'Several processes: torchrun --nproc_per_node N $(which transfusion-nb) train')
+                                          'Several processes: torchrun --nproc_per_node N -m transfusion_nb.cli train')
     t.add_argument('--data', choices=('digits', 'shapes'), default='digits', help='what to learn: the 8x8 digits, or the shapes world '
                    'in VAE latents (about 15 minutes on 2 CPU cores) (default: %(default)s)')
     t.add_argument('--name', type=run_name, help='run name: the folder under --runs-dir (default: the --data name)')
@@ -645,3 +645,6 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == 'readme': return _readme_command(args)
     p.error(f'unknown command {args.command!r}')
+
+# %% ../nbs/90_cli.ipynb #a1f3c2d1
+if __name__ == '__main__' and __package__: sys.exit(main())  # python -m transfusion_nb.cli (a notebook is __main__ too, without a package)
