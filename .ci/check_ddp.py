@@ -42,7 +42,7 @@ def worker(args):
     torch.set_num_threads(1)
     from transfusion_nb.utils import seed_everything
     from transfusion_nb.data import digits_datasets
-    from transfusion_nb.training import Trainer, TrainConfig, init_distributed, close_distributed
+    from transfusion_nb.training import Trainer, TrainConfig, init_distributed, close_distributed, leave_torchrun
     rank, world, device = init_distributed()
     seed_everything(rank + 100)  # different on purpose: DDP must broadcast process 0's initial weights
     model = build_model(args.model)
@@ -65,12 +65,7 @@ def worker(args):
             'world': world, 'micro_batches': args.micro_batches, 'rank_weight_diff': rank_diff,
             'losses': [h['loss'] for h in trainer.history], 'seconds': time.time() - t0}))
     close_distributed()
-    if world > 1:
-        # DistributedDataParallel keeps the gloo group's worker threads alive after destroy_process_group; when one of
-        # them lets go of a tensor while Python shuts down, the process aborts ("terminate called without an active
-        # exception") now and then, after all the work is done. The results are written: leave without the teardown.
-        sys.stdout.flush(); sys.stderr.flush()
-        os._exit(0)
+    leave_torchrun(0)  # the results are written: skip Python's teardown, where gloo's threads can abort the process
 
 
 def main():

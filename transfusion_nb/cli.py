@@ -12,7 +12,7 @@ import torch
 
 import transfusion_nb
 from .utils import exists, default, seeded
-from .training import close_distributed, load_checkpoint, writable_dir
+from .training import close_distributed, leave_torchrun, load_checkpoint, writable_dir
 from .data import digits_datasets
 from .digits import DIGITS_MODEL, DIGITS_TRAIN, DIGITS_DATA, DIGITS_GUIDANCE, train_digits, load_trained, save_png, read_images, resume_settings
 from .shapes import FORMATS, parse_caption
@@ -633,10 +633,7 @@ def main(argv: list[str] | None = None) -> int:
         warnings.showwarning = lambda message, *a, **k: print(f'transfusion-nb: warning: {message}', file=sys.stderr)
         if exists(getattr(args, 'run', None)):
             rc = args.run(args) or 0
-            if argv is None and int(os.environ.get('WORLD_SIZE', '1')) > 1 and not torch.cuda.is_available():
-                # one of several CPU (gloo) processes under torchrun: leave without Python's teardown, which now and
-                # then aborts after all the work is done (see "Several processes" in 10_training)
-                sys.stdout.flush(); sys.stderr.flush(); os._exit(rc)
+            if argv is None: leave_torchrun(rc)  # the console script, one of several CPU processes: no teardown to abort in
             return rc
         if args.command in (None, 'notebooks'):
             print(f'transfusion_nb {transfusion_nb.__version__}\n')

@@ -5,7 +5,7 @@
 # %% ../nbs/10_training.ipynb #60ab3d68
 # einops letters (utils.EINOPS_GLOSSARY): b batch (samples), c image channels, y image height, x image width
 from __future__ import annotations
-import copy, hashlib, json, math, os, random, tempfile, time, warnings, zipfile
+import copy, hashlib, json, math, os, random, sys, tempfile, time, warnings, zipfile
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,7 +24,8 @@ __all__ = ['CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'RESUMABLE', 'lr_factor', 
            'epoch_generator', 'epoch_permutation', 'grouped_permutation', 'MicroBatch', 'micro_seed', 'seed_step',
            'step_batches', 'rng_state', 'set_rng_state', 'atomic_save', 'checkpoint_digests', 'load_checkpoint',
            'load_weights', 'check_number', 'TrainConfig', 'dist_info', 'make_optimizer', 'to_device', 'writable_dir',
-           'Trainer', 'resumed_config', 'save_image_grid', 'plot_history', 'init_distributed', 'close_distributed']
+           'Trainer', 'resumed_config', 'save_image_grid', 'plot_history', 'init_distributed', 'close_distributed',
+           'leave_torchrun']
 
 # %% ../nbs/10_training.ipynb #f99a4604
 def lr_factor(
@@ -674,3 +675,10 @@ def init_distributed(
 def close_distributed() -> None:
     "Leave the process group, if this process joined one."
     if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
+
+# %% ../nbs/10_training.ipynb #b2e4d6f0
+def leave_torchrun(code: int = 0) -> None:
+    "As one of several CPU (gloo) processes under `torchrun`: flush and end this process now, skipping Python's teardown (see above); else return."
+    if int(os.environ.get('WORLD_SIZE', '1')) <= 1 or torch.cuda.is_available(): return
+    sys.stdout.flush(); sys.stderr.flush()
+    os._exit(code)
