@@ -368,12 +368,14 @@ def _cast_image(image:Tensor, dtype:torch.dtype, where:str) -> Tensor:
 
 # %% ../nbs/07_transfusion.ipynb #a4155c9f
 @patch_to(Transfusion)
-def pack(self, samples:list) -> Packed:
-    "Check and pack a batch for this model: `check_samples`, images cast to the model's dtype, `pack` with its vocabulary and patch size."
+def pack(self, samples:list, text_weights:list|None=None) -> Packed:
+    "Check and pack a batch for this model: `check_samples`, images cast to the model's dtype, `pack` with its vocabulary and patch size (and text weights)."
     dtype = self.token_emb.weight.dtype
     items = [[(k, t if k < 0 else _cast_image(t, dtype, f'sample {i}, item {j}')) for j, (k, t) in enumerate(s)]
              for i, s in enumerate(check_samples(samples, self.vocab.num_text, self.channels, self.patch_size))]
-    return pack(items, self.vocab, self.patch_size, self.meta_tokens, self.device)
+    if exists(text_weights) and isinstance(text_weights, (list, tuple)):
+        text_weights = [w if w is None or not isinstance(w, Tensor) else w.to(self.device) for w in text_weights]
+    return pack(items, self.vocab, self.patch_size, self.meta_tokens, self.device, text_weights)
 
 # %% ../nbs/07_transfusion.ipynb #31b6e0e3
 def _check_type(model, typ, where:str) -> None:
@@ -531,13 +533,14 @@ def image_loss(self, packed:Packed, h:Tensor, tau:Tensor, targets:list[Tensor]) 
 # %% ../nbs/07_transfusion.ipynb #7c2d49ca
 @patch_to(Transfusion)
 def text_loss(self, packed:Packed, h:Tensor) -> tuple[Tensor, Tensor]:
-    "The next-token cross-entropy `(mean over the batch's text targets, (b,) per sample)`; zeros without targets."
+    "The next-token cross-entropy `(mean over the batch's text targets, (b,) per sample)`, each target times its weight (`Packed.weights`); zeros without targets."
     b, n = packed.ids.shape
     zeros = torch.zeros(b, device=h.device)
     flat = (packed.labels.reshape(-1) >= 0).nonzero().squeeze(1)      # positions with a text target
     if not len(flat): return zeros.sum(), zeros
     logits = self.to_logits(h.reshape(b * n, -1)[flat])               # the head only where there is a target
     ce = F.cross_entropy(logits.float(), packed.labels.reshape(-1)[flat], reduction='none')
+    if exists(packed.weights): ce = ce * packed.weights.reshape(-1)[flat]  # a word of weight 10 counts as ten; the mean keeps its count
     row = flat // n
     return ce.mean(), zeros.index_add(0, row, ce) / torch.bincount(row, minlength=b).clamp(min=1)
 
@@ -548,9 +551,10 @@ def forward(self,
             times:Tensor|None=None, # (b, m) diffusion times in the objective's units (drawn when None)
             drop_cond:Tensor|None=None, # (b,) bool: samples that lose their condition (drawn in training when None)
             generator:torch.Generator|None=None, # for noise, times and dropout
+            text_weights:list|None=None, # per sample: a loss weight for each of its text tokens, or None (as pack takes them; default: all 1)
            ) -> TransfusionLoss:
     "The Transfusion loss on a batch: text cross-entropy + lambda x diffusion loss, with per-sample parts."
-    packed = self.pack(samples)
+    packed = self.pack(samples, text_weights)
     b, dev = packed.ids.shape[0], packed.ids.device
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f'Transfusion: generator must be a torch.Generator or None, got {type(generator).__name__}')

@@ -213,6 +213,7 @@ class Packed:
     labels:Tensor # (b, n) long: the next token where it is a text target, else -1
     slots:list[ImageSlot]
     groups:list[ImageGroup]
+    weights:Tensor|None=None # (b, n) float: the loss weight of each text target (of the token it predicts); None: all 1
 
     @property
     def shape(self) -> tuple[int, int]: return tuple(self.ids.shape)
@@ -250,22 +251,40 @@ def _check_checked(samples:Any, vocab:Vocab, patch_size:int) -> None:
                 raise ValueError(f'{where}: an image of type {kind} and shape {tuple(t.shape)} does not fit {vocab.num_types} type(s) '
                                  f'and patch_size={patch_size} (run check_samples with the same patch_size first)')
 
+def _check_text_weights(samples:Any, text_weights:Any) -> None:
+    "Raise unless `text_weights` holds, per sample, None or one finite weight >= 0 for each of the sample's text tokens."
+    if not isinstance(text_weights, (list, tuple)) or len(text_weights) != len(samples):
+        got = f'{len(text_weights)} entries' if isinstance(text_weights, (list, tuple)) else type(text_weights).__name__
+        raise ValueError(f'pack: text_weights must be a list with one entry per sample ({len(samples)}), got {got}')
+    for i, (sample, w) in enumerate(zip(samples, text_weights)):
+        if w is None: continue
+        n_text = sum(t.numel() for k, t in sample if k < 0)
+        if not isinstance(w, Tensor) or not w.is_floating_point() or w.ndim != 1 or w.numel() != n_text:
+            got = f'shape {tuple(w.shape)} and dtype {w.dtype}' if isinstance(w, Tensor) else type(w).__name__
+            raise ValueError(f'pack: text_weights[{i}] must be a 1-D float tensor of {n_text} weights (one per text token of sample {i}), got {got}')
+        if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+            raise ValueError(f'pack: text_weights[{i}] must be finite and >= 0, got min {float(w.min())} and max {float(w.max())}')
+
 # %% ../nbs/06_sequence.ipynb #99ebbdeb
 def pack(samples:Sequence[Sequence[tuple[int, Tensor]]], # checked samples: (kind, tensor) items from check_samples
          vocab:Vocab, # the model's vocabulary
          patch_size:int, # p
          meta_tokens:bool=True, # write `META shape` before each BOI
          device=None,
+         text_weights:Sequence[Tensor|None]|None=None, # per sample: a loss weight for each of its text tokens, in order (None: 1)
         ) -> Packed:
     "Pack checked samples into one right-padded sequence with BOI/EOI (and shape tokens) around every image."
     if not isinstance(vocab, Vocab): raise TypeError(f'pack: vocab must be a Vocab, got {type(vocab).__name__}')
     _check_int('pack', 'patch_size', patch_size); _check_flag('pack', 'meta_tokens', meta_tokens)
     _check_checked(samples, vocab, patch_size)
-    rows, spans, slots = [], [], []
+    if exists(text_weights): _check_text_weights(samples, text_weights)
+    rows, spans, slots, wrows = [], [], [], []
     for i, sample in enumerate(samples):
-        row, sp = [], []
+        row, sp, wrow = [], [], []
+        ws = text_weights[i].tolist() if exists(text_weights) and exists(text_weights[i]) else None  # this sample's, still to place
         for j, (kind, t) in enumerate(sample):
             if kind < 0:
+                if exists(ws): wrow += [1.] * (len(row) - len(wrow)) + ws[:t.numel()]; ws = ws[t.numel():]
                 row += t.tolist()
                 continue
             c, h, w = t.shape
@@ -277,7 +296,7 @@ def pack(samples:Sequence[Sequence[tuple[int, Tensor]]], # checked samples: (kin
             capped = any(k < 0 for k, _ in sample[j + 1:])
             slots.append(ImageSlot(i, len(sp), kind, t, offset, length, start, capped))
             sp.append((kind, offset, length))
-        rows.append(row); spans.append(sp)
+        rows.append(row); spans.append(sp); wrows.append(wrow + [1.] * (len(row) - len(wrow)))
     b, n, m = len(rows), max(len(r) for r in rows), max(len(s) for s in spans)
     ids = torch.tensor([r + [0] * (n - len(r)) for r in rows], dtype=torch.long, device=device)
     seq_lens = torch.tensor([len(r) for r in rows], device=device)
@@ -289,7 +308,11 @@ def pack(samples:Sequence[Sequence[tuple[int, Tensor]]], # checked samples: (kin
     text_like = (image_ids < 0) & (torch.arange(n, device=device) < seq_lens[:, None])      # (b, n)
     target = text_like[:, :-1] & text_like[:, 1:]                                            # current and next are text-like
     labels = F.pad(torch.where(target, ids[:, 1:], -1), (0, 1), value=-1)
-    return Packed(ids, seq_lens, mp, image_ids, labels, slots, _group_slots(slots, n, patch_size, device))
+    weights = None
+    if exists(text_weights):                                         # a target's weight is that of the token it predicts
+        tw = torch.tensor([r + [1.] * (n - len(r)) for r in wrows], device=device)
+        weights = F.pad(tw[:, 1:], (0, 1), value=1.)
+    return Packed(ids, seq_lens, mp, image_ids, labels, slots, _group_slots(slots, n, patch_size, device), weights)
 
 # %% ../nbs/06_sequence.ipynb #b2814c76
 def unpack(packed:Packed, # from pack

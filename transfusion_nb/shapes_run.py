@@ -49,7 +49,7 @@ SHAPES_TRAIN: dict[str, Any] = dict(steps=6400, batch_size=24, lr=2e-3, warmup_s
 
 # %% ../nbs/16_shapes_transfusion.ipynb #10f80dcb
 SHAPES_DATA: dict[str, Any] = dict(n_scenes=8000, p_text_to_image=0.15, p_caption=0.05, p_edit=0.8, edit_captions=True,
-                                   canonical_captions=True, edit_referents=True, data_seed=0)  # n_scenes: per format
+                                   canonical_captions=True, edit_referents=True, naming_weight=10., data_seed=0)  # n_scenes: per format
 
 # %% ../nbs/16_shapes_transfusion.ipynb #5f938f20
 SHAPES_GUIDANCE: float = 3.0  # classifier-free guidance scale of the samples and the evaluation
@@ -91,14 +91,17 @@ class ShapesDocuments:
                  edit_captions: bool = True,  # an edit document says what the edited picture shows (its caption) before it
                  canonical_captions: bool = True,  # the captions the model writes name two objects left to right or top to bottom
                  edit_referents: bool = False,  # an edit document ends the instruction with <eos> and names the object it changes by its place
+                 naming_weight: float = 1.,  # the text loss weight of that name, against 1 for every other word (`text_weights`)
                  p_two_objects: float | None = None,  # the share of scenes with two objects (None: half, as sample_scenes draws them)
                  data_seed: int = 0, tokenizer: WordTokenizer | None = None):
         check_number('ShapesDocuments: n_scenes', n_scenes, lo=1, integer=True)
         if exists(p_two_objects): check_number('ShapesDocuments: p_two_objects', p_two_objects, lo=0, hi=1)
+        check_number('ShapesDocuments: naming_weight', naming_weight, lo=0)
         p = np.array([p_text_to_image, p_caption, p_edit], dtype=np.float64)
         if (p < 0).any() or not math.isclose(p.sum(), 1): raise ValueError(f'ShapesDocuments: the three probabilities must sum to 1, got {p.tolist()}')
         self.p, self.seed, self.tokenizer = p, data_seed, default(tokenizer, shapes_tokenizer)
         self.edit_captions, self.canonical_captions, self.edit_referents = bool(edit_captions), bool(canonical_captions), bool(edit_referents)
+        self.naming_weight = float(naming_weight)
         self.docs, self.latents, self.edited, self.batch_groups = [], [], [], []  # batch_groups: the format of each document (TrainConfig.group_batches)
         for k, fmt in enumerate(FORMATS):  # scenes of the train split; an edit that makes a held-out pair is left out
             docs = edit_documents(n_scenes, seed=10**6 * (data_seed + 1) + k, fmt=fmt, split='train', p_two=p_two_objects)
@@ -141,6 +144,17 @@ def __getitem__(self, i: int) -> list:
     if self.edit_referents: text.append(enc(edit_referent(scene, after)))
     if self.edit_captions: text.append(enc(said(after)))
     return [z, torch.cat(text), self.edited[i]]
+
+# %% ../nbs/16_shapes_transfusion.ipynb #d1a6c8e2
+@patch_to(ShapesDocuments)
+def text_weights(self, i: int) -> Tensor | None:
+    "The text loss weight of each word of document `i` (`Trainer` hands them to the model): the edit's name of its object weighs `naming_weight`; None when every word weighs 1."
+    if self.kind[i] != 2 or not self.edit_referents or self.naming_weight == 1: return None
+    scene, instruction, after = self.docs[i]
+    start = len(self.tokenizer.encode(instruction, eos=True))        # the name follows the instruction and its <eos>
+    w = torch.ones(len(self[i][1]))
+    w[start:start + len(self.tokenizer.encode(edit_referent(scene, after)))] = self.naming_weight
+    return w
 
 # %% ../nbs/16_shapes_transfusion.ipynb #47ac4dba
 _SAMPLE_CAPTIONS = ('a square picture of a large red circle at the top left', 'a wide picture of a small blue triangle at the bottom right',
@@ -190,7 +204,7 @@ def shapes_trainer(
     ckpt_path = out / 'checkpoint.pt' if exists(out) else None
     ckpt = load_checkpoint(ckpt_path) if resume and exists(ckpt_path) and ckpt_path.exists() else None
     data_cfg = ({**SHAPES_DATA, **default(data_overrides, {})} if ckpt is None  # a resumed run keeps its documents; a setting its
-                else {'edit_captions': False, 'canonical_captions': False, 'edit_referents': False, **ckpt['extra']['data_settings']})  # checkpoint lacks predates it
+                else {'edit_captions': False, 'canonical_captions': False, 'edit_referents': False, 'naming_weight': 1., **ckpt['extra']['data_settings']})  # checkpoint lacks predates it
     ds = ShapesDocuments(vae, **data_cfg)
     kwargs = dict(out_dir=out, sample_fn=_shapes_sample_fn(ds.tokenizer, vae), device=device,
                   extra={'tokenizer_words': list(ds.tokenizer.words), 'data': 'shapes', 'data_settings': data_cfg,

@@ -431,7 +431,7 @@ class Trainer:
     "Trains `model` on a data set of samples: AdamW, warm-up + cosine, clipping, EMA, atomic checkpoints, DDP."
     def __init__(self,
         model: nn.Module,  # returns a named tuple with `.loss` (and `.text`, `.image` to log) from a list of samples
-        data: Any,  # a data set of samples: `len(data)`, `data[i]`, optionally `data.set_epoch(e)`
+        data: Any,  # a data set of samples: `len(data)`, `data[i]`, optionally `data.set_epoch(e)` and `data.text_weights(i)`
         config: TrainConfig | None = None,  # the run's settings
         out_dir: str | Path | None = None,  # where checkpoints and sample grids go
         sample_fn: Callable | None = None,  # `sample_fn(ema_model) -> images (b, c, h, w)` or `(images, titles)`
@@ -478,9 +478,10 @@ def train_step(self) -> dict:
     sums = torch.zeros(5, dtype=torch.float64)  # loss, text sum, text count, image sum, image count
     for k, mb in enumerate(mbs):
         samples = to_device([self.data[int(i)] for i in mb.examples], self.device)
+        weights = [self.data.text_weights(int(i)) for i in mb.examples] if hasattr(self.data, 'text_weights') else None
         seed_step(mb.seed, self.device)
         with self.net.no_sync() if self.world > 1 and k < len(mbs) - 1 else nullcontext():
-            out = self.net(samples)
+            out = self.net(samples) if weights is None else self.net(samples, text_weights=weights)
             (out.loss / len(mbs)).backward()
         sums += torch.tensor([float(out.loss.detach()), *_part(out, 'text'), *_part(out, 'image')], dtype=torch.float64)
     grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), default(cfg.grad_clip, math.inf))
