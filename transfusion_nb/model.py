@@ -373,8 +373,6 @@ def pack(self, samples:list, text_weights:list|None=None) -> Packed:
     dtype = self.token_emb.weight.dtype
     items = [[(k, t if k < 0 else _cast_image(t, dtype, f'sample {i}, item {j}')) for j, (k, t) in enumerate(s)]
              for i, s in enumerate(check_samples(samples, self.vocab.num_text, self.channels, self.patch_size))]
-    if exists(text_weights) and isinstance(text_weights, (list, tuple)):
-        text_weights = [w if w is None or not isinstance(w, Tensor) else w.to(self.device) for w in text_weights]
     return pack(items, self.vocab, self.patch_size, self.meta_tokens, self.device, text_weights)
 
 # %% ../nbs/07_transfusion.ipynb #31b6e0e3

@@ -133,28 +133,35 @@ def edit_referent(before: Scene, after: Scene) -> str:
 
 # %% ../nbs/16_shapes_transfusion.ipynb #5dc385ae
 @patch_to(ShapesDocuments)
+def _written(self, scene: Scene) -> str:
+    "A caption the model writes: two objects in one order (`canonical_captions`)."
+    return caption(describe(scene).canonical() if self.canonical_captions else scene)
+
+@patch_to(ShapesDocuments)
+def _edit_text(self, i: int) -> list[Tensor]:
+    "The words of edit document `i` in parts: the instruction, then what the model writes: the object it changes, the caption."
+    scene, instruction, after = self.docs[i]
+    enc = self.tokenizer.encode
+    text = [enc(instruction, eos=self.edit_referents)]
+    if self.edit_referents: text.append(enc(edit_referent(scene, after)))
+    if self.edit_captions: text.append(enc(self._written(after)))
+    return text
+
+@patch_to(ShapesDocuments)
 def __getitem__(self, i: int) -> list:
     "Document `i` of the current epoch: a list of text ids and latents."
-    scene, instruction, after = self.docs[i]
-    enc, z = self.tokenizer.encode, self.latents[i]
-    said = lambda s: caption(describe(s).canonical() if self.canonical_captions else s)  # a caption the model writes
-    if self.kind[i] == 0: return [enc(caption(scene)), z]  # a caption it reads: either order of two objects
-    if self.kind[i] == 1: return [z, enc(said(scene), eos=True)]
-    text = [enc(instruction, eos=self.edit_referents)]  # the instruction, then what the model writes: the object it changes, the caption
-    if self.edit_referents: text.append(enc(edit_referent(scene, after)))
-    if self.edit_captions: text.append(enc(said(after)))
-    return [z, torch.cat(text), self.edited[i]]
+    scene, z = self.docs[i][0], self.latents[i]
+    if self.kind[i] == 0: return [self.tokenizer.encode(caption(scene)), z]  # a caption it reads: either order of two objects
+    if self.kind[i] == 1: return [z, self.tokenizer.encode(self._written(scene), eos=True)]
+    return [z, torch.cat(self._edit_text(i)), self.edited[i]]
 
 # %% ../nbs/16_shapes_transfusion.ipynb #d1a6c8e2
 @patch_to(ShapesDocuments)
 def text_weights(self, i: int) -> Tensor | None:
     "The text loss weight of each word of document `i` (`Trainer` hands them to the model): the edit's name of its object weighs `naming_weight`; None when every word weighs 1."
     if self.kind[i] != 2 or not self.edit_referents or self.naming_weight == 1: return None
-    scene, instruction, after = self.docs[i]
-    start = len(self.tokenizer.encode(instruction, eos=True))        # the name follows the instruction and its <eos>
-    w = torch.ones(len(self[i][1]))
-    w[start:start + len(self.tokenizer.encode(edit_referent(scene, after)))] = self.naming_weight
-    return w
+    parts = self._edit_text(i)                                       # the instruction and its <eos>, the name, the caption
+    return torch.cat([torch.full((len(p),), self.naming_weight if k == 1 else 1.) for k, p in enumerate(parts)])
 
 # %% ../nbs/16_shapes_transfusion.ipynb #47ac4dba
 _SAMPLE_CAPTIONS = ('a square picture of a large red circle at the top left', 'a wide picture of a small blue triangle at the bottom right',
