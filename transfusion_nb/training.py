@@ -9,7 +9,7 @@ import copy, hashlib, json, math, os, random, sys, tempfile, time, warnings, zip
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
