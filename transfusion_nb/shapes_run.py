@@ -43,7 +43,7 @@ SHAPES_MODEL: dict[str, Any] = dict(dim=96, depth=3, heads=8, dim_head=12, chann
                                     diffusion_loss_weight=5., max_noise_captioning=0.5, cond_drop_prob=0.1, meta_tokens=True, max_image_size=16)
 
 # %% ../nbs/16_shapes_transfusion.ipynb #b241ade5
-SHAPES_TRAIN: dict[str, Any] = dict(steps=6400, batch_size=24, lr=2e-3, warmup_steps=200, min_lr_ratio=0.1,
+SHAPES_TRAIN: dict[str, Any] = dict(steps=7600, batch_size=24, lr=2e-3, warmup_steps=200, min_lr_ratio=0.1,
                                     grad_clip=1.0, ema_beta=0.998, weight_decay=0.01, sample_every=1000, log_every=10,
                                     group_batches=True)  # each batch of one picture format: less padding
 
